@@ -1,0 +1,44 @@
+"""The ``vqfr`` command. Each subcommand lives in its own module with ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vqfr import __version__
+from vqfr.errors import VQFRError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vqfr",
+        description="Blind face restoration with VQFR: restore faces in photos, train, evaluate.",
+    )
+    parser.add_argument("--version", action="version", version=f"vqfr {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in _subcommands():
+        module.register(sub)
+    return parser
+
+
+def _subcommands() -> list:
+    # Plain imports; each module only imports torch inside its run function so --help stays fast.
+    from vqfr.cli import info
+
+    return [info]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except VQFRError as err:
+        print(f"vqfr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vqfr {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Small helpers shared across the package (no torch imports at module level)."""
