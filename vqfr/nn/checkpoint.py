@@ -1,0 +1,190 @@
+"""Loading and saving network weights in the released VQFR format.
+
+A checkpoint is a ``torch.save``d dict with the state dict under ``params_ema`` and/or ``params``
+(or a bare state dict). Ours add ``arch`` and ``config`` so a network can be rebuilt without the
+user typing a configuration. Loading always uses ``weights_only=True``: a file from the internet
+must never run code. Every failure is a :class:`~vqfr.errors.VQFRError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vqfr.errors import VQFRError
+from vqfr.nn.configs import ARCHS, published_config
+from vqfr.nn.vqfr_v1 import VQFRv1
+from vqfr.nn.vqfr_v2 import VQFRv2
+from vqfr.nn.vqgan_v1 import VQGANv1
+from vqfr.nn.vqgan_v2 import VQGANv2
+from vqfr.utils.atomic import atomic_save
+
+NETWORKS: dict[str, type[nn.Module]] = {"VQGANv1": VQGANv1, "VQGANv2": VQGANv2, "VQFRv1": VQFRv1, "VQFRv2": VQFRv2}
+STATE_KEYS = ("params_ema", "params")
+
+
+def build_network(arch: str, config: dict) -> nn.Module:
+    """Construct ``arch`` (one of :data:`ARCHS`) from its configuration."""
+    if arch not in NETWORKS:
+        raise VQFRError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    try:
+        return NETWORKS[arch](**config)
+    except (TypeError, KeyError, ValueError) as err:
+        raise VQFRError(f"invalid configuration for {arch}: {err}") from None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """The raw checkpoint dict (weights only); one-line errors for missing, foreign or damaged files."""
+    path = Path(path)
+    if not path.exists():
+        raise VQFRError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise VQFRError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights only" in str(err).lower() or "weights_only" in str(err):
+            raise VQFRError(
+                f"refusing to load {path}: it holds Python objects besides tensors, and loading it could run code"
+            ) from None
+        raise VQFRError(f"{path} is not a PyTorch checkpoint ({first})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as err:
+        with path.open("rb") as f:
+            magic = f.read(4)
+        if magic.startswith(b"PK"):
+            raise VQFRError(f"{path} is truncated or corrupt (a damaged PyTorch archive); download it again") from None
+        if magic[:1] == b"\x80":
+            raise VQFRError(f"{path} is truncated or corrupt (a damaged legacy PyTorch file)") from None
+        raise VQFRError(f"{path} is not a PyTorch checkpoint") from None
+    if not isinstance(obj, dict):
+        raise VQFRError(f"{path} does not hold a dict of weights (found {type(obj).__name__})")
+    return obj
+
+
+def state_dict_of(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> dict[str, torch.Tensor]:
+    """``params_ema``, else ``params``, else the dict itself; strips a DDP ``module.`` prefix."""
+    for key in STATE_KEYS:
+        if key in ckpt:
+            sd = ckpt[key]
+            break
+    else:
+        sd = ckpt
+    tensors = {k: v for k, v in sd.items() if isinstance(v, torch.Tensor)} if isinstance(sd, dict) else {}
+    if not tensors:
+        raise VQFRError(f"{path} holds no network weights (no tensors under params_ema, params or the top level)")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The network weights stored in ``path`` (see :func:`state_dict_of`)."""
+    return state_dict_of(read_checkpoint(path), path)
+
+
+def check_fit(net: nn.Module, sd: dict[str, torch.Tensor], name: str = "network") -> str | None:
+    """``None`` if ``sd`` fits ``net`` exactly, else a one-line description of the first mismatches."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [k for k in own if k in sd and tuple(own[k].shape) != tuple(sd[k].shape)]
+    if not (missing or unexpected or mismatched):
+        return None
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s), first {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s), first {unexpected[0]}")
+    if mismatched:
+        k = mismatched[0]
+        parts.append(
+            f"{len(mismatched)} shape mismatch(es), first {k}: checkpoint {list(sd[k].shape)} vs {name} "
+            f"{list(own[k].shape)}"
+        )
+    return f"weights do not fit {name}: " + "; ".join(parts)
+
+
+def load_weights(net: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
+    """Load the weights in ``path`` into ``net`` (strict by default) and return ``net``."""
+    sd = load_state_dict(path)
+    problem = check_fit(net, sd, type(net).__name__)
+    if problem and strict:
+        raise VQFRError(f"{path}: {problem}")
+    own = net.state_dict()
+    usable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    net.load_state_dict(usable, strict=False)
+    return net
+
+
+def infer_arch(sd: dict[str, torch.Tensor]) -> str | None:
+    """Recognise which of the four architectures a state dict belongs to, from its keys."""
+    if any(k.startswith("main_branch.") for k in sd):
+        return "VQFRv2"
+    if any(k.startswith("main_decoder.") for k in sd):
+        return "VQFRv1"
+    if any(k.startswith("quantizer.quantize_dict.") for k in sd):
+        return "VQGANv1"
+    if "quantizer.embedding.weight" in sd and any(k.startswith("encoder.blocks.") for k in sd):
+        return "VQGANv2"
+    return None
+
+
+def _published_config_for(arch: str, sd: dict[str, torch.Tensor]) -> dict:
+    config = published_config(arch)
+    if arch == "VQFRv2" and not any(k.startswith("feat2index.") for k in sd):
+        config["code_selection_mode"] = "Nearest"
+    return config
+
+
+def load_network(
+    path: str | os.PathLike,
+    arch: str | None = None,
+    config: dict | None = None,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+) -> tuple[nn.Module, str, dict]:
+    """Build the network a checkpoint holds and load it: returns ``(net.eval(), arch, config)``.
+
+    The architecture and configuration come from the arguments, else from the checkpoint (ours
+    store them), else from the keys (released files, published configurations).
+    """
+    ckpt = read_checkpoint(path)
+    sd = state_dict_of(ckpt, path)
+    arch = arch or (ckpt.get("arch") if isinstance(ckpt.get("arch"), str) else None) or infer_arch(sd)
+    if arch is None:
+        raise VQFRError(f"{path}: cannot tell which network these weights belong to (not a VQGAN/VQFR checkpoint)")
+    if config is None:
+        stored = ckpt.get("config")
+        config = stored if isinstance(stored, dict) else _published_config_for(arch, sd)
+    net = build_network(arch, config)
+    problem = check_fit(net, sd, arch)
+    if problem and strict:
+        raise VQFRError(f"{path}: {problem}")
+    net.load_state_dict(sd, strict=False)
+    return net.to(device).eval(), arch, config
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    net: nn.Module | dict[str, torch.Tensor],
+    arch: str | None = None,
+    config: dict | None = None,
+    extra: dict[str, Any] | None = None,
+    key: str = "params_ema",
+) -> None:
+    """Write ``{key: state_dict, 'arch', 'config', **extra}`` atomically (released format + metadata)."""
+    sd = net.state_dict() if isinstance(net, nn.Module) else net
+    obj: dict[str, Any] = {key: {k: v.detach().cpu() for k, v in sd.items()}}
+    if arch is not None:
+        obj["arch"] = arch
+    if config is not None:
+        obj["config"] = config
+    obj.update(extra or {})
+    atomic_save(path, lambda f: torch.save(obj, f))

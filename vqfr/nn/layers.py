@@ -1,0 +1,137 @@
+"""Building blocks shared by the VQGAN and VQFR networks (both versions).
+
+Module and parameter names follow the released checkpoints exactly; see
+``shared/reference/ARCHITECTURE.md`` for the contract.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm(32 groups, eps 1e-6, affine): the only normalisation these networks use."""
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def conv3(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=3, padding=1)
+
+
+def conv1(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, kernel_size=1)
+
+
+def norm_act_conv(cin: int, cout: int) -> nn.Sequential:
+    """GN -> SiLU -> conv3: the output head of every encoder and decoder."""
+    return nn.Sequential(group_norm(cin), nn.SiLU(), conv3(cin, cout))
+
+
+class _ResnetBody(nn.Module):
+    """``conv2(act(GN(conv1(act(GN(x))))))``: the residual branch both block versions share."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1 = group_norm(cin)
+        self.conv1 = conv3(cin, cout)
+        self.norm2 = group_norm(cout)
+        self.conv2 = conv3(cout, cout)
+
+    def body(self, x: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return self.conv2(F.silu(self.norm2(h)))
+
+
+class ResnetBlock(_ResnetBody):
+    """v2 residual block: ``body(x) + residual_func(x)``; ``residual_func`` is a 1x1 conv or identity."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout)
+        self.residual_func = conv1(cin, cout) if cin != cout else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.body(x) + self.residual_func(x)
+
+
+class ResnetBlockV1(_ResnetBody):
+    """v1 residual block: the 1x1 projection is called ``shortcut_conv`` and exists only if needed."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(cin, cout)
+        self.shortcut_conv = conv1(cin, cout) if cin != cout else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x if self.shortcut_conv is None else self.shortcut_conv(x)
+        return shortcut + self.body(x)
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all positions of ``GN(x)``, added back to ``x``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.q = conv1(channels, channels)
+        self.k = conv1(channels, channels)
+        self.v = conv1(channels, channels)
+        self.proj_out = conv1(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        hn = self.norm(x)
+
+        def tokens(t: Tensor) -> Tensor:  # (b, c, h, w) -> (b, 1, h*w, c)
+            return t.reshape(b, 1, c, h * w).transpose(2, 3)
+
+        out = F.scaled_dot_product_attention(tokens(self.q(hn)), tokens(self.k(hn)), tokens(self.v(hn)))
+        out = out.transpose(2, 3).reshape(b, c, h, w)
+        return x + self.proj_out(out)
+
+
+class Downsample(nn.Module):
+    """Pad right/bottom by one zero, then a stride-2 3x3 conv (v2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest-neighbour x2, then a 3x3 conv (v2)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = conv3(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UpDownSample(nn.Module):
+    """v1 resampling: 'down' = bilinear resize by 1/rate then conv; 'up' = conv then resize by rate.
+
+    With ``rate == 1`` it is the identity and has no parameters.
+    """
+
+    def __init__(self, cin: int, cout: int, rate: float, direction: str) -> None:
+        super().__init__()
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+        self.rate = rate
+        self.direction = direction
+        if rate != 1:
+            self.conv = conv3(cin, cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rate == 1:
+            return x
+        h, w = x.shape[-2:]
+        if self.direction == "up":
+            size = (int(self.rate * h), int(self.rate * w))
+            return F.interpolate(self.conv(x), size=size, mode="bilinear", align_corners=False)
+        size = (int(h / self.rate), int(w / self.rate))
+        return self.conv(F.interpolate(x, size=size, mode="bilinear", align_corners=False))

@@ -1,0 +1,130 @@
+"""VQFRv1: the paper's original restoration network (no fidelity knob)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vqfr.nn.init import freeze_matching, init_weights
+from vqfr.nn.layers import ResnetBlockV1, UpDownSample, group_norm
+from vqfr.nn.quantize import GeneralizedQuantizer
+from vqfr.nn.vqgan_v1 import DecoderV1, EncoderV1, level_channels
+from vqfr.nn.warping import TextureWarpingModule, upsample_offset
+
+
+class MainDecoderV1(nn.Module):
+    """v1 main decoder: warp texture features from ``align_from_patch`` down to full resolution,
+    then predict the image from the fused feature concatenated with the degraded input."""
+
+    def __init__(
+        self,
+        base_channels: int,
+        resolution_scale_rates: Sequence[float],
+        channel_multipliers: Sequence[int],
+        align_opt: dict[str, dict],
+        align_from_patch: int,
+    ) -> None:
+        super().__init__()
+        self.log_size = int(math.log2(align_from_patch))
+        chans = level_channels(base_channels, align_from_patch, channel_multipliers)
+        rates = list(resolution_scale_rates)[::-1]
+        self.decoder_dict = nn.ModuleDict()
+        self.pre_upsample_dict = nn.ModuleDict()
+        for s in range(self.log_size - 1, -1, -1):
+            name = f"Level_{2**s}"
+            c = chans[name]
+            self.decoder_dict[name] = ResnetBlockV1(2 * c, c)
+            self.pre_upsample_dict[name] = UpDownSample(chans[f"Level_{2 ** (s + 1)}"], c, rates[s], "up")
+        self.align_func_dict = nn.ModuleDict()
+        for name, opt in align_opt.items():
+            s = int(math.log2(int(name.split("_")[1])))
+            self.align_func_dict[name] = TextureWarpingModule(
+                channel=chans[name],
+                cond_channels=opt["cond_channels"],
+                cond_downscale_rate=opt["cond_downscale_rate"],
+                deformable_groups=opt["deformable_groups"],
+                previous_offset_channel=0 if 2**s == align_from_patch else chans[f"Level_{2 ** (s + 1)}"],
+                learned_downsample=True,
+            )
+        c0 = chans["Level_1"]
+        self.conv_out_1 = nn.Sequential(group_norm(c0), nn.SiLU())
+        self.conv_out = nn.Sequential(nn.Conv2d(c0 + 3, 3, kernel_size=3, padding=1))
+
+    def forward(self, feats: dict[str, Tensor], inpfeat: Tensor, x_lq: Tensor) -> Tensor:
+        top = f"Level_{2**self.log_size}"
+        x, offset = self.align_func_dict[top](feats[top], inpfeat)
+        for s in range(self.log_size - 1, -1, -1):
+            name = f"Level_{2**s}"
+            x = self.pre_upsample_dict[name](x)
+            warped, offset = self.align_func_dict[name](feats[name], inpfeat, upsample_offset(offset))
+            x = self.decoder_dict[name](torch.cat([x, warped], dim=1))
+        return self.conv_out(torch.cat([self.conv_out_1(x), x_lq], dim=1))
+
+
+class InpFeatConv(nn.Module):
+    """The input-feature conv of v1 (its weights live under ``inpfeat_extraction.conv``)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_dim, out_dim, kernel_size=3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class VQFRv1(nn.Module):
+    """``forward(x_lq)`` -> {'dec': texture image, 'main_dec': restored image}."""
+
+    def __init__(
+        self,
+        base_channels: int,
+        proj_patch_size: int,
+        resolution_scale_rates: Sequence[float],
+        channel_multipliers: Sequence[int],
+        encoder_num_blocks: int,
+        decoder_num_blocks: int,
+        quant_level: Sequence[str],
+        inpfeat_extraction_opt: dict,
+        align_opt: dict[str, dict],
+        align_from_patch: int,
+        quantizer_opt: dict,
+        fix_keys: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        self.inpfeat_extraction = InpFeatConv(**inpfeat_extraction_opt)
+        self.encoder = EncoderV1(
+            base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers, encoder_num_blocks,
+            quant_level,
+        )
+        self.decoder = DecoderV1(
+            base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers, decoder_num_blocks
+        )
+        self.main_decoder = MainDecoderV1(
+            base_channels, resolution_scale_rates, channel_multipliers, align_opt, align_from_patch
+        )
+        self.quantizer = GeneralizedQuantizer(quantizer_opt)
+        self.apply(init_weights)
+        freeze_matching(self, fix_keys)
+
+    def get_last_layer(self) -> Tensor:
+        return self.decoder.conv_out[-1].weight
+
+    def get_main_last_layer(self) -> Tensor:
+        return self.main_decoder.conv_out[-1].weight
+
+    def forward(
+        self, x_lq: Tensor, iters: int = -1, return_keys: Sequence[str] = ("dec",), fidelity_ratio: None = None
+    ) -> dict[str, Tensor]:
+        inpfeat = self.inpfeat_extraction(x_lq)
+        quant, _, info = self.quantizer(self.encoder(x_lq), iters=iters)
+        res: dict = {}
+        if "feat_dict" in return_keys:
+            res["feat_dict"] = info
+        if "dec" in return_keys:
+            dec, feats = self.decoder(quant, return_feat=True)
+            res["dec"] = dec
+            res["main_dec"] = self.main_decoder(feats, inpfeat, x_lq)
+        return res
