@@ -50,7 +50,9 @@ def reference(x, offset, weight, bias, mask, stride, pad, dil):
     return out
 
 
-@pytest.mark.parametrize("stride,pad,dil,groups,use_mask", [(1, 1, 1, 2, True), (2, 1, 1, 1, True), (1, 2, 2, 4, False)])
+@pytest.mark.parametrize(
+    "stride,pad,dil,groups,use_mask", [(1, 1, 1, 2, True), (2, 1, 1, 1, True), (1, 2, 2, 4, False)]
+)
 def test_matches_per_pixel_reference(stride, pad, dil, groups, use_mask):
     g = torch.Generator().manual_seed(0)
     n, c, h, w, c_out = 2, 8, 6, 7, 3

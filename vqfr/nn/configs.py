@@ -159,9 +159,7 @@ def tiny_config(arch: str, num_code: int = 64, code_dim: int = 32, spatial_size:
             num_dec_blocks=1,
             code_dim=code_dim,
         )
-        cfg["quantizer_opt"].update(
-            num_code=num_code, code_dim=code_dim, spatial_size=[spatial_size, spatial_size]
-        )
+        cfg["quantizer_opt"].update(num_code=num_code, code_dim=code_dim, spatial_size=[spatial_size, spatial_size])
         if arch == "VQFRv2":
             cfg.update(inpfeat_dim=32, align_opt={"cond_channels": 32, "deformable_groups": 4})
         return cfg

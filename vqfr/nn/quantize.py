@@ -133,8 +133,9 @@ class L2VectorQuantizerKmeans(nn.Module):
             vectors = vectors[room:]
         if vectors.shape[0] == 0:
             return
-        slots = (torch.rand(vectors.shape[0], generator=self.generator) * (
-            self.seen + 1 + torch.arange(vectors.shape[0]))).long()
+        slots = (
+            torch.rand(vectors.shape[0], generator=self.generator) * (self.seen + 1 + torch.arange(vectors.shape[0]))
+        ).long()
         self.seen += vectors.shape[0]
         keep = slots < self.reservoir_size
         self.reservoir[slots[keep].to(self.reservoir.device)] = vectors[keep.to(vectors.device)]
@@ -196,4 +197,3 @@ class GeneralizedQuantizer(nn.Module):
             quant[level], loss, info[level] = quantizer(enc[level], iters=iters)
             total = total + loss
         return quant, total, info
-

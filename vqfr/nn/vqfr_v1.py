@@ -96,7 +96,11 @@ class VQFRv1(nn.Module):
         super().__init__()
         self.inpfeat_extraction = InpFeatConv(**inpfeat_extraction_opt)
         self.encoder = EncoderV1(
-            base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers, encoder_num_blocks,
+            base_channels,
+            proj_patch_size,
+            resolution_scale_rates,
+            channel_multipliers,
+            encoder_num_blocks,
             quant_level,
         )
         self.decoder = DecoderV1(

@@ -12,9 +12,7 @@ from vqfr.nn.layers import ResnetBlockV1, UpDownSample, conv3, norm_act_conv
 from vqfr.nn.quantize import GeneralizedQuantizer
 
 
-def level_channels(
-    base_channels: int, patch_size: int, channel_multipliers: Sequence[int]
-) -> dict[str, int]:
+def level_channels(base_channels: int, patch_size: int, channel_multipliers: Sequence[int]) -> dict[str, int]:
     """``{'Level_1': c_0, 'Level_2': c_1, ...}`` up to ``Level_{patch_size}``."""
     return {f"Level_{2**s}": base_channels * channel_multipliers[s] for s in range(int(math.log2(patch_size)) + 1)}
 
@@ -82,9 +80,7 @@ class DecoderV1(nn.Module):
             self.pre_upsample_dict[name] = UpDownSample(prev, c, rates[s], "up")
         self.conv_out = norm_act_conv(chans["Level_1"], 3)
 
-    def forward(
-        self, quant: dict[str, Tensor], return_feat: bool = False
-    ) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
+    def forward(self, quant: dict[str, Tensor], return_feat: bool = False) -> Tensor | tuple[Tensor, dict[str, Tensor]]:
         x = quant[self.levels[0]]
         feats = {}
         for name in self.levels:
@@ -111,7 +107,11 @@ class VQGANv1(nn.Module):
     ) -> None:
         super().__init__()
         self.encoder = EncoderV1(
-            base_channels, proj_patch_size, resolution_scale_rates, channel_multipliers, encoder_num_blocks,
+            base_channels,
+            proj_patch_size,
+            resolution_scale_rates,
+            channel_multipliers,
+            encoder_num_blocks,
             quant_level,
         )
         self.decoder = DecoderV1(

@@ -61,9 +61,7 @@ class TextureWarpingModule(nn.Module):
         size = (h // self.cond_downscale_rate, w // self.cond_downscale_rate)
         return F.interpolate(inpfeat, size=size, mode="bilinear", align_corners=False)
 
-    def forward(
-        self, x_main: Tensor, inpfeat: Tensor, previous_offset: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward(self, x_main: Tensor, inpfeat: Tensor, previous_offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         offset = self.offset_conv1(torch.cat([self.resize_condition(inpfeat), x_main], dim=1))
         if previous_offset is not None:
             offset = torch.cat([offset, previous_offset], dim=1)
