@@ -1,0 +1,166 @@
+"""``vqfr evaluate``: PSNR/SSIM/LPIPS/NIQE/FID/identity/landmark metrics over a folder, with reports."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_METRIC_NAMES = ("psnr", "ssim", "lpips", "niqe", "fid", "idd", "idd_dlib", "lmd_dlib")
+_NO_GT_DEFAULT = ("niqe", "fid")
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(m.strip().lower() for m in text.replace(" ", ",").split(",") if m.strip())
+    bad = [m for m in names if m not in _METRIC_NAMES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric {bad[0] if bad else text!r}; choose from {','.join(_METRIC_NAMES)}"
+        )
+    return names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score restored faces (PSNR, SSIM, LPIPS, NIQE, FID, identity, landmarks) and write reports",
+        description="Pair restored images with ground truth by file name, compute metrics in parallel, print a "
+        "table and write metrics.csv, metrics.json and report.html. PSNR/SSIM/NIQE match BasicSR 1.4.2.",
+    )
+    p.add_argument("--restored", required=True, metavar="DIR", help="folder of restored images")
+    p.add_argument("--gt", metavar="DIR", help="folder of ground-truth images (same file stems)")
+    p.add_argument("--lq", metavar="DIR", help="folder of degraded inputs, only shown in the HTML report")
+    p.add_argument(
+        "--metrics",
+        type=_metric_list,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(_METRIC_NAMES)} "
+        f"(default: all with --gt, else {','.join(_NO_GT_DEFAULT)})",
+    )
+    p.add_argument("--out", metavar="DIR", help="report folder (default: <restored>_eval next to --restored)")
+    p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels ignored at each edge (default 0)")
+    p.add_argument("--test-y-channel", action="store_true", help="PSNR/SSIM on the MATLAB Y channel instead of BGR")
+    p.add_argument(
+        "--correct-mean-var",
+        action="store_true",
+        help="match each channel's mean/std of the restored image to the GT before PSNR/SSIM "
+        "(what the VQFR paper's calculate_psnr_ssim.py does)",
+    )
+    p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS v0.1 linear layers (lpips' weights/v0.1/vgg.pth)")
+    p.add_argument("--lpips-vgg-weights", metavar="PATH", help="ImageNet VGG-16 for LPIPS (vgg16-397923af.pth)")
+    p.add_argument("--fid-weights", metavar="PATH", help="FID Inception (pt_inception-2015-12-05-6726825d.pth)")
+    p.add_argument(
+        "--fid-stats",
+        metavar="PATH",
+        help="reference statistics (.pth with mean/cov, e.g. inception_FFHQ_512-f7b384ab.pth, or .npz mu/sigma); "
+        "default: the --gt images",
+    )
+    p.add_argument("--save-fid-stats", metavar="PATH", help="also write the restored set's FID statistics (.npz)")
+    p.add_argument("--arcface-weights", metavar="PATH", help="ArcFace ResNet-18 (resnet18_110.pth)")
+    p.add_argument(
+        "--download-weights",
+        action="store_true",
+        help="download the publicly hosted weight files that are missing into the cache "
+        "($VQFR_METRIC_WEIGHTS or ~/.cache/vqfr/metrics) before evaluating (needs internet)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        metavar="N",
+        help="worker processes (default: min(4, CPUs)); 1 = in this process",
+    )
+    p.add_argument("--device", default="cpu", help="torch device for the learned metrics (default cpu)")
+    p.add_argument(
+        "--sort-by",
+        choices=_METRIC_NAMES,
+        metavar="METRIC",
+        help="metric that picks the best/worst images in report.html (default: psnr, else niqe)",
+    )
+    p.add_argument("--cases", type=int, default=5, metavar="N", help="best and worst images shown in report.html")
+    p.set_defaults(func=run)
+
+
+def _download_missing(args: argparse.Namespace, metrics: tuple[str, ...]) -> None:
+    from vqfr.metrics import weights as W
+
+    wanted = []
+    if "lpips" in metrics:
+        wanted += [("lpips_weights", W.LPIPS_LINEAR), ("lpips_vgg_weights", W.LPIPS_VGG16)]
+    if "fid" in metrics:
+        wanted.append(("fid_weights", W.FID_INCEPTION))
+    for attr, spec in wanted:
+        if getattr(args, attr) is None:
+            print(f"downloading {spec.filename} ...", file=sys.stderr)
+            setattr(args, attr, str(W.download(spec)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from vqfr.errors import VQFRError
+    from vqfr.metrics.evaluate import EvalOptions, evaluate
+    from vqfr.metrics.report import format_table, write_reports
+
+    if args.workers < 1:
+        raise VQFRError(f"--workers must be >= 1, got {args.workers}")
+    if args.cases < 1:
+        raise VQFRError(f"--cases must be >= 1, got {args.cases}")
+    restored = Path(args.restored)
+    metrics = args.metrics or (tuple(_METRIC_NAMES) if args.gt else _NO_GT_DEFAULT)
+    if args.download_weights:
+        _download_missing(args, metrics)
+    options = EvalOptions(
+        metrics=metrics,
+        crop_border=args.crop_border,
+        test_y_channel=args.test_y_channel,
+        correct_mean_var=args.correct_mean_var,
+        lpips_weights=args.lpips_weights,
+        lpips_vgg_weights=args.lpips_vgg_weights,
+        fid_weights=args.fid_weights,
+        fid_stats=args.fid_stats,
+        arcface_weights=args.arcface_weights,
+        device=args.device,
+        fid_features=bool(args.save_fid_stats),
+    )
+    bar = tqdm(desc="evaluate", unit="img", disable=not sys.stderr.isatty(), file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        ev = evaluate(restored, args.gt, args.lq, options, workers=args.workers, progress=progress)
+    finally:
+        bar.close()
+
+    for name, reason in ev.problems:
+        print(f"vqfr evaluate: skipped {name}: {reason}", file=sys.stderr)
+    for r in ev.results:
+        for warning in r.warnings:
+            print(f"vqfr evaluate: warning: {r.pair.name}: {warning}", file=sys.stderr)
+    print(format_table(ev))
+    if not ev.results:
+        raise VQFRError("no image could be evaluated (see the messages above)")
+
+    out_dir = Path(args.out) if args.out else restored.resolve().parent / f"{restored.resolve().name}_eval"
+    paths = write_reports(ev, out_dir, sort_by=args.sort_by, cases=args.cases)
+    if args.save_fid_stats:
+        _save_fid_stats(ev, args.save_fid_stats)
+    print(f"reports: {paths['csv']}, {paths['json']}, {paths['html']}")
+    return 1 if ev.problems else 0
+
+
+def _save_fid_stats(ev, path: str) -> None:
+    import numpy as np
+
+    from vqfr.errors import VQFRError
+    from vqfr.metrics.fid import feature_stats, save_stats
+
+    feats = [r.fid_features["restored"] for r in ev.results if "restored" in r.fid_features]
+    if len(feats) < 2:
+        raise VQFRError("--save-fid-stats needs FID features of at least 2 images (is --fid-weights set?)")
+    save_stats(path, *feature_stats(np.stack(feats)))
+    print(f"FID statistics of {len(feats)} images: {path}")
