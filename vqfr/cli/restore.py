@@ -1,0 +1,140 @@
+"""``vqfr restore``: restore the faces in photos (a thin layer over :class:`vqfr.FaceRestorer`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "restore",
+        help="restore faces in photos (whole images or aligned face crops)",
+        description=(
+            "Detect, align and restore every face, paste them back into the (upscaled) photo. "
+            "Writes OUTDIR/cropped_faces, restored_faces, cmp, restored_imgs and results.json."
+        ),
+    )
+    p.add_argument("-i", "--input", required=True, help="an image, a folder of images, or a quoted glob pattern")
+    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (outside the input folder)")
+    p.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of an input folder")
+    p.add_argument("--aligned", action="store_true", help="inputs are already 512x512 FFHQ-aligned face crops")
+    p.add_argument(
+        "--model",
+        default=None,
+        metavar="NAME|PATH",
+        help="VQFR_v2 (default), VQFR_v1, or the path of a checkpoint (its network is read from the file)",
+    )
+    p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
+    p.add_argument(
+        "--fidelity",
+        "-f",
+        type=float,
+        default=None,
+        metavar="F",
+        help="v2 only, in [0, 1]: 0 = most detail, 1 = most faithful to the input (default 0.5)",
+    )
+    p.add_argument(
+        "--upscale", "-s", type=float, default=2.0, metavar="S", help="final scale of the whole image (default 2)"
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--half", action="store_true", help="float16 inference on CUDA (faster, less memory)")
+    p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the image centre")
+    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per forward pass (default 4)")
+    p.add_argument(
+        "--ext",
+        default="auto",
+        choices=["auto", "png", "jpg", "webp", "bmp", "tiff"],
+        help="format of restored_imgs: auto keeps the input's (default)",
+    )
+    p.add_argument("--suffix", default=None, help="added to restored image and face file names")
+    p.add_argument(
+        "--min-eye-distance",
+        type=float,
+        default=8.0,
+        metavar="PX",
+        help="skip (and report) faces whose eyes are closer than this many pixels (default 8)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=float,
+        default=None,
+        metavar="N",
+        help="refuse images (input or output) above N pixels (default 100e6; 0 = no limit)",
+    )
+    p.add_argument(
+        "--cnn-detector", action="store_true", help="dlib's CNN face detector: finds more faces, slow on CPU"
+    )
+    p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
+    p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
+    p.add_argument("--no-download", action="store_true", help="never download weights (fail with where to put them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vqfr.errors import VQFRError
+    from vqfr.face.detect import FaceDetector
+    from vqfr.io import DEFAULT_MAX_PIXELS
+    from vqfr.restore.batch import BatchOptions, check_output_folder, collect_inputs, run_batch
+    from vqfr.restore.pipeline import FaceRestorer
+    from vqfr.restore.zoo import DEFAULT_MODEL
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    inputs = collect_inputs(args.input, recursive=args.recursive)
+    check_output_folder(Path(args.output), inputs)  # before any slow model loading
+    if args.max_pixels is None:
+        max_pixels = DEFAULT_MAX_PIXELS
+    elif args.max_pixels < 0:
+        raise VQFRError(f"--max-pixels must be positive (or 0 for no limit), got {args.max_pixels:g}")
+    else:
+        max_pixels = int(args.max_pixels) or None
+    bg = None
+    if args.bg_upsampler == "realesrgan":
+        if not args.bg_weights:
+            raise VQFRError("--bg-upsampler realesrgan needs --bg-weights PATH (e.g. RealESRGAN_x2plus.pth)")
+        from vqfr.restore.background import RealESRGANUpsampler
+
+        bg = RealESRGANUpsampler(args.bg_weights, half=args.half)
+    restorer = FaceRestorer(
+        model=args.model or DEFAULT_MODEL,
+        weights=args.weights,
+        device=args.device,
+        half=args.half,
+        upscale=args.upscale,
+        fidelity=args.fidelity,
+        batch_size=args.batch_size,
+        only_center_face=args.only_center_face,
+        min_eye_distance=args.min_eye_distance,
+        detector=None if args.aligned else FaceDetector(cnn=args.cnn_detector),
+        bg_upsampler=bg,
+        max_pixels=max_pixels,
+        download=not args.no_download,
+        progress=not args.quiet,
+    )
+    for note in restorer.notes:
+        say(f"note: {note}")
+    say(f"model {restorer.model_name} ({restorer.arch}) on {restorer.device}; {len(inputs.files)} input(s)")
+    options = BatchOptions(aligned=args.aligned, ext=args.ext, suffix=args.suffix)
+    progress = not args.quiet and sys.stderr.isatty()
+    report = run_batch(
+        restorer, inputs, args.output, options, progress=progress, log=lambda m: print(m, file=sys.stderr)
+    )
+    s = report["summary"]
+    line = (
+        f"{s['processed']} input(s): {s['restored']} restored ({s['faces']} faces"
+        + (f", {s['skipped_faces']} too small/skipped" if s["skipped_faces"] else "")
+        + f"), {s['no_face']} without faces, {s['failed']} failed in {s['seconds']:.1f}s; results in {args.output}"
+    )
+    if s["failed"]:
+        print(line, file=sys.stderr)
+        for failure in s["failures"]:
+            print(f"  failed: {failure['error']}", file=sys.stderr)
+        return 1
+    say(line)
+    return 0

@@ -1,0 +1,282 @@
+"""Restore many files into an output folder laid out like the peers' demos.
+
+``OUTDIR/cropped_faces``, ``restored_faces``, ``cmp`` (aligned input | restored, side by side),
+``restored_imgs`` and ``results.json``. One bad file never stops the batch; inputs are never
+written to, and the output folder may not be (or sit inside) an input folder.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vqfr import __version__
+from vqfr.errors import VQFRError
+from vqfr.io import IMAGE_EXTENSIONS, read_image, supports_alpha, write_image
+from vqfr.restore.pipeline import FaceRestorer, RestoreResult
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class InputSet:
+    """The files to restore and the folder their output names are relative to."""
+
+    files: list[Path]
+    root: Path | None  # names are kept relative to this folder (None: bare file names)
+    folders: list[Path] = field(default_factory=list)  # folders the user handed over as input
+
+
+def collect_inputs(spec: str | os.PathLike, recursive: bool = False) -> InputSet:
+    """An image file, a folder (``recursive`` descends into sub-folders) or a glob pattern."""
+    text = str(spec)
+    path = Path(text).expanduser()
+    if any(c in text for c in _GLOB_CHARS) and not path.exists():
+        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(text), recursive=recursive) if Path(p).is_file())
+        root = _glob_root(text)
+        if not files:
+            raise VQFRError(f"no files match {text!r}")
+        return InputSet(files, root, [])
+    if path.is_dir():
+        pattern = "**/*" if recursive else "*"
+        files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            hint = "" if recursive else " (add --recursive to look in sub-folders)"
+            exts = " ".join(IMAGE_EXTENSIONS)
+            raise VQFRError(f"no images ({exts}) in folder {path}{hint}")
+        return InputSet(files, path, [path])
+    if path.is_file():
+        return InputSet([path], None, [])
+    raise VQFRError(f"input not found: {text}")
+
+
+def _glob_root(pattern: str) -> Path | None:
+    parts = Path(os.path.expanduser(pattern)).parts
+    fixed = []
+    for part in parts:
+        if any(c in part for c in _GLOB_CHARS):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def check_output_folder(outdir: Path, inputs: InputSet) -> None:
+    """Refuse an output folder that is an input folder or inside one, so inputs are never touched."""
+    out = outdir.expanduser().resolve()
+    for folder in inputs.folders:
+        folder = folder.resolve()
+        if out == folder or folder in out.parents:
+            raise VQFRError(f"output folder {outdir} is inside the input folder {folder}; choose a folder outside it")
+    for file in inputs.files:
+        if out == file.resolve().parent:
+            raise VQFRError(
+                f"output folder {outdir} is the folder of the input {file}; "
+                "choose another folder so inputs stay untouched"
+            )
+
+
+@dataclass
+class BatchOptions:
+    aligned: bool = False
+    ext: str = "auto"  # auto | png | jpg | ... (restored_imgs only; faces are always PNG)
+    suffix: str | None = None
+    fidelity: float | None = None
+    upscale: float | None = None
+    only_center_face: bool | None = None
+    save_faces: bool = True
+
+
+def output_stems(inputs: InputSet) -> dict[Path, str]:
+    """Output name (without extension) per input, relative to the input root; clashes get the old extension."""
+    stems: dict[Path, str] = {}
+    for file in inputs.files:
+        rel = (
+            file.relative_to(inputs.root)
+            if inputs.root is not None and _is_under(file, inputs.root)
+            else Path(file.name)
+        )
+        stems[file] = rel.with_suffix("").as_posix()
+    counts: dict[str, int] = {}
+    for stem in stems.values():
+        counts[stem.lower()] = counts.get(stem.lower(), 0) + 1
+    for file, stem in stems.items():
+        if counts[stem.lower()] > 1:
+            stems[file] = f"{stem}_{file.suffix.lstrip('.').lower()}"
+    return stems
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def run_batch(
+    restorer: FaceRestorer,
+    inputs: InputSet,
+    outdir: str | os.PathLike,
+    options: BatchOptions,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Restore every input file; returns the ``results.json`` document (also written to ``outdir``)."""
+    from tqdm import tqdm
+
+    outdir = Path(outdir).expanduser()
+    check_output_folder(outdir, inputs)
+    outdir.mkdir(parents=True, exist_ok=True)
+    stems = output_stems(inputs)
+    input_set = {f.resolve() for f in inputs.files}
+    report = {
+        "vqfr_version": __version__,
+        "model": {"name": restorer.model_name, "arch": restorer.arch, "weights": str(restorer.weights_path)},
+        "settings": {
+            "aligned": options.aligned,
+            "upscale": options.upscale if options.upscale is not None else restorer.upscale,
+            "fidelity": options.fidelity if options.fidelity is not None else restorer.fidelity,
+            "only_center_face": bool(
+                options.only_center_face if options.only_center_face is not None else restorer.only_center_face
+            ),
+            "device": str(restorer.device),
+            "half": restorer.half,
+            "face_size": restorer.face_size,
+            "ext": options.ext,
+        },
+        "inputs": [],
+        "summary": {},
+    }
+    started = time.perf_counter()
+    bar = tqdm(inputs.files, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    say = log or (lambda msg: None)
+    try:
+        for file in bar:
+            bar.set_postfix_str(file.name[-30:], refresh=False)
+            entry = _restore_one(restorer, file, stems[file], outdir, options, input_set)
+            report["inputs"].append(entry)
+            if entry["status"] == "error":
+                (bar.write if progress else say)(f"error: {entry['error']}")
+    finally:
+        bar.close()
+        report["summary"] = _summary(report["inputs"], len(inputs.files), time.perf_counter() - started)
+        from vqfr.utils.atomic import atomic_write_text
+
+        atomic_write_text(outdir / "results.json", json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _summary(entries: list[dict], planned: int, seconds: float) -> dict:
+    count = {s: sum(e["status"] == s for e in entries) for s in ("ok", "no_face", "error")}
+    return {
+        "inputs": planned,
+        "processed": len(entries),
+        "restored": count["ok"],
+        "no_face": count["no_face"],
+        "failed": count["error"],
+        "faces": sum(len(e["faces"]) for e in entries),
+        "skipped_faces": sum(len(e["skipped_faces"]) for e in entries),
+        "seconds": round(seconds, 3),
+        "failures": [{"input": e["input"], "error": e["error"]} for e in entries if e["status"] == "error"],
+    }
+
+
+def _restore_one(restorer, file: Path, stem: str, outdir: Path, options: BatchOptions, input_set: set) -> dict:
+    entry: dict = {
+        "input": str(file),
+        "status": "error",
+        "error": None,
+        "size": None,
+        "output": None,
+        "output_size": None,
+        "faces": [],
+        "skipped_faces": [],
+        "notes": [],
+        "timings": {},
+    }
+    try:
+        t = time.perf_counter()
+        loaded = read_image(file, max_pixels=restorer.max_pixels)
+        read_s = time.perf_counter() - t
+        entry["size"] = list(loaded.size)
+        result = restorer.restore(
+            loaded,
+            aligned=options.aligned,
+            fidelity=options.fidelity,
+            upscale=options.upscale,
+            only_center_face=options.only_center_face,
+        )
+        t = time.perf_counter()
+        _save(result, file, stem, outdir, options, entry, input_set, gray=loaded.is_gray)
+        entry["timings"] = {"read": round(read_s, 4), **result.timings, "write": round(time.perf_counter() - t, 4)}
+        entry["skipped_faces"] = result.skipped
+        entry["notes"] += result.notes
+        entry["status"] = "ok" if result.faces else "no_face"
+    except VQFRError as err:
+        entry["error"] = _one_line(str(err), file)
+    except MemoryError:
+        entry["error"] = f"{file}: out of memory (try a smaller --upscale or image)"
+    except Exception as err:  # an unexpected failure on one file must not end the batch
+        entry["error"] = _one_line(f"{type(err).__name__}: {err}", file)
+    return entry
+
+
+def _one_line(msg: str, file: Path) -> str:
+    msg = " ".join(msg.split())
+    return msg if str(file) in msg else f"{file}: {msg}"
+
+
+def _save(result: RestoreResult, file, stem, outdir, options, entry, input_set, gray: bool) -> None:
+    suffix = f"_{options.suffix}" if options.suffix else ""
+    ext = file.suffix.lower().lstrip(".") if options.ext == "auto" else options.ext.lower().lstrip(".")
+    image = result.image
+    has_alpha = image.ndim == 3 and image.shape[2] == 4
+    if has_alpha and not supports_alpha(f"x.{ext}"):
+        if options.ext == "auto":
+            ext = "png"
+            entry["notes"].append("saved as PNG to keep the alpha channel")
+        else:
+            entry["notes"].append(f"alpha channel dropped: {ext.upper()} cannot store it")
+    if image.dtype == np.uint16 and ext not in ("png", "tif", "tiff"):
+        entry["notes"].append(f"saved in 8 bit: {ext.upper()} cannot store 16-bit pixels")
+    out_path = outdir / "restored_imgs" / f"{stem}{suffix}.{ext}"
+    _guard(out_path, input_set)
+    write_image(out_path, image)
+    entry["output"] = str(out_path)
+    entry["output_size"] = [image.shape[1], image.shape[0]]
+    if not options.save_faces:
+        entry["faces"] = [face.to_dict() for face in result.faces]
+        return
+    for face in result.faces:
+        crop, restored = face.cropped, face.restored
+        if gray:
+            crop, restored = _gray(crop), _gray(restored)
+        paths = {
+            "cropped": outdir / "cropped_faces" / f"{stem}_{face.index:02d}.png",
+            "restored": outdir / "restored_faces" / f"{stem}_{face.index:02d}{suffix}.png",
+            "cmp": outdir / "cmp" / f"{stem}_{face.index:02d}.png",
+        }
+        for path in paths.values():
+            _guard(path, input_set)
+        write_image(paths["cropped"], crop)
+        write_image(paths["restored"], restored)
+        write_image(paths["cmp"], np.concatenate([crop, restored], axis=1))
+        entry["faces"].append({**face.to_dict(), **{k: str(v) for k, v in paths.items()}})
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _guard(path: Path, input_set: set) -> None:
+    if path.resolve() in input_set:
+        raise VQFRError(f"refusing to overwrite the input file {path}")

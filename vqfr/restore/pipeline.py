@@ -1,0 +1,369 @@
+"""``FaceRestorer``: detect, align, restore and paste back every face in a photo.
+
+The network sees each face as a 512x512 FFHQ-aligned RGB crop in [-1, 1]; everything else
+(detection, alignment, background, paste-back, gray/alpha/16-bit handling) is plain image
+processing around it. Images are handled one at a time; the faces of an image go through the
+network ``batch_size`` at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vqfr.errors import VQFRError
+from vqfr.face.align import align_face, face_template
+from vqfr.face.detect import DetectedFace, FaceDetector, center_face
+from vqfr.face.paste import paste_face
+from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
+from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
+
+CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
+DEFAULT_FIDELITY = 0.5
+MAX_UPSCALE = 8.0
+
+# (rgb uint8 H x W x 3, scale) -> upscaled rgb uint8. Real-ESRGAN fits through vqfr.restore.background.
+BackgroundUpsampler = Callable[[np.ndarray, float], np.ndarray]
+
+
+@dataclass
+class RestoredFace:
+    """One face: where it was found, the aligned input crop and the restored crop (512x512 RGB uint8)."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    score: float | None
+    landmarks: np.ndarray
+    affine: np.ndarray  # image pixels -> crop pixels
+    cropped: np.ndarray
+    restored: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "box": [round(float(v), 1) for v in self.box],
+            "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks],
+            "score": None if self.score is None else round(float(self.score), 4),
+        }
+
+
+@dataclass
+class RestoreResult:
+    """``image`` has the input's layout (gray, RGB or RGBA; uint8 or uint16) at ``upscale`` times its size."""
+
+    image: np.ndarray
+    faces: list[RestoredFace]
+    skipped: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def is_gray(self) -> bool:
+        return self.image.ndim == 2
+
+
+def select_device(device: str = "auto"):
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; an unavailable explicit choice is an error."""
+    import torch
+
+    device = (device or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps and mps.is_available())
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VQFRError("--device cuda: no CUDA GPU is available to PyTorch here (use --device cpu)")
+    if device == "mps" and not has_mps:
+        raise VQFRError("--device mps: Apple MPS is not available here (use --device cpu)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise VQFRError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def as_loaded_image(image) -> LoadedImage:
+    """Accept a path, a :class:`LoadedImage`, or a numpy array (H x W gray, H x W x 3 RGB, H x W x 4 RGBA)."""
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        raise TypeError("paths are read by FaceRestorer.restore")
+    arr = np.asarray(image)
+    if arr.dtype not in (np.uint8, np.uint16):
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and 0.0 <= arr.min() and arr.max() <= 1.0:
+            arr = np.rint(arr * 255.0).astype(np.uint8)
+        else:
+            raise VQFRError(f"image array must be uint8, uint16 or float in [0, 1], got {arr.dtype}")
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return LoadedImage(arr, None, "array")
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        return LoadedImage(arr[..., :3], arr[..., 3] if arr.shape[2] == 4 else None, "array")
+    raise VQFRError(f"image array must be H x W, H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {arr.shape}")
+
+
+def _peek_metadata(path: Path) -> dict:
+    """Top-level non-tensor entries of a checkpoint (e.g. ``face_size``) without reading the weights."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
+        return {}
+    return {k: v for k, v in obj.items() if isinstance(v, (int, float, str))} if isinstance(obj, dict) else {}
+
+
+class FaceRestorer:
+    """Restore the faces in photos with a VQFR network.
+
+    Args:
+        model: zoo name (``VQFR_v2``, ``VQFR_v1``) or a checkpoint path (ours store arch + config).
+        weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        half: float16 autocast on CUDA (ignored elsewhere, with a note).
+        upscale: final scale of the whole image (the background is resized with Lanczos, or by
+            ``bg_upsampler``); faces are pasted back at that scale.
+        fidelity: VQFR v2's fidelity ratio, 0 = most detail from the codebook, 1 = closest to the input
+            (default 0.5); VQFR v1 has no such control and ignores it.
+        batch_size: faces per forward pass.
+        only_center_face: restore just the face nearest the image centre.
+        min_eye_distance: faces whose eyes are closer than this (input pixels) are skipped and reported.
+        detector: a :class:`~vqfr.face.FaceDetector` (created on first use when None).
+        bg_upsampler: ``(rgb_uint8, scale) -> rgb_uint8`` used for the background instead of Lanczos.
+        max_pixels: refuse inputs (and outputs) larger than this many pixels; None disables the check.
+        face_size: network input size; default: ``face_size`` stored in the checkpoint, else 512.
+        download: allow downloading released weights that are not on this machine.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        half: bool = False,
+        upscale: float = 2.0,
+        fidelity: float | None = None,
+        batch_size: int = 4,
+        only_center_face: bool = False,
+        min_eye_distance: float = 8.0,
+        detector: FaceDetector | None = None,
+        bg_upsampler: BackgroundUpsampler | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        face_size: int | None = None,
+        download: bool = True,
+        progress: bool = True,
+    ):
+        import torch
+
+        from vqfr.nn.checkpoint import load_network
+
+        self.upscale = _check_upscale(upscale)
+        self.fidelity = DEFAULT_FIDELITY if fidelity is None else _check_fidelity(fidelity)
+        self._fidelity_given = fidelity is not None
+        if int(batch_size) < 1:
+            raise VQFRError(f"batch size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.only_center_face = bool(only_center_face)
+        self.min_eye_distance = float(min_eye_distance)
+        self.bg_upsampler = bg_upsampler
+        self.max_pixels = max_pixels
+        self.notes: list[str] = []
+        self.device = select_device(device)
+        self.half = bool(half) and self.device.type == "cuda"
+        if half and not self.half:
+            self.notes.append(f"--half ignored: float16 is only used on CUDA (running on {self.device.type})")
+
+        resolved = resolve_weights(str(model), weights, download=download, progress=progress)
+        self.weights_path: Path = resolved.path
+        self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
+        arch = resolved.model.arch if resolved.model else None
+        meta = _peek_metadata(resolved.path)
+        self.net, self.arch, self.config = load_network(resolved.path, arch=arch, device=self.device)
+        if self.arch not in ("VQFRv1", "VQFRv2"):
+            raise VQFRError(f"{resolved.path} holds a {self.arch}, not a VQFR restoration network")
+        self.face_size = int(face_size or meta.get("face_size") or CROP_SIZE)
+        if self.face_size % 32 or self.face_size < 32:
+            raise VQFRError(f"face size must be a multiple of 32, got {self.face_size}")
+        self._detector = detector
+        self._torch = torch
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector()
+        return self._detector
+
+    def restore(
+        self,
+        image,
+        aligned: bool = False,
+        fidelity: float | None = None,
+        upscale: float | None = None,
+        only_center_face: bool | None = None,
+    ) -> RestoreResult:
+        """Restore ``image`` (path, numpy array or :class:`~vqfr.io.LoadedImage`).
+
+        With ``aligned=True`` the image is taken as one FFHQ-aligned face (resized to 512 if needed).
+        """
+        start = time.perf_counter()
+        timings: dict[str, float] = {}
+        if isinstance(image, (str, os.PathLike)):
+            image = read_image(image, max_pixels=self.max_pixels)
+            timings["read"] = time.perf_counter() - start
+        img = as_loaded_image(image)
+        fidelity = self.fidelity if fidelity is None else _check_fidelity(fidelity)
+        scale = self.upscale if upscale is None else _check_upscale(upscale)
+        center = self.only_center_face if only_center_face is None else bool(only_center_face)
+        w, h = img.size
+        check_pixel_limit(w, h, self.max_pixels, what="input image")
+        out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
+        check_pixel_limit(out_w, out_h, self.max_pixels, what=f"output at --upscale {scale:g}")
+        notes = list(self.notes)
+        if self.arch == "VQFRv1" and (self._fidelity_given or fidelity != self.fidelity):
+            notes.append("fidelity is ignored: VQFR v1 has no fidelity control")
+        rgb8 = to_uint8(img.pixels)
+        if img.is_gray:
+            rgb8 = np.repeat(rgb8[..., None], 3, axis=2)
+        result = (
+            self._restore_aligned(img, rgb8, fidelity, (out_w, out_h), notes, timings)
+            if aligned
+            else self._restore_whole(img, rgb8, fidelity, scale, (out_w, out_h), center, notes, timings)
+        )
+        timings["total"] = time.perf_counter() - start
+        result.timings = {k: round(v, 4) for k, v in timings.items()}
+        return result
+
+    def restore_crops(self, crops: list[np.ndarray], fidelity: float | None = None) -> list[np.ndarray]:
+        """Run the network on aligned 512x512 RGB uint8 crops; returns restored crops of the same size."""
+        fidelity = self.fidelity if fidelity is None else _check_fidelity(fidelity)
+        torch = self._torch
+        out: list[np.ndarray] = []
+        size = self.face_size
+        for i in range(0, len(crops), self.batch_size):
+            batch = [_resize_square(c, size) for c in crops[i : i + self.batch_size]]
+            x = torch.from_numpy(np.stack(batch)).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+            with torch.inference_mode():
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
+                    y = self.net(x, fidelity_ratio=fidelity) if self.arch == "VQFRv2" else self.net(x)
+                y = y["main_dec"].float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
+                y = y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+            out.extend(_resize_square(face, CROP_SIZE) for face in y)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _restore_whole(self, img, rgb8, fidelity, scale, out_size, center, notes, timings) -> RestoreResult:
+        t = time.perf_counter()
+        found = self.detector.detect(rgb8)
+        timings["detect"] = time.perf_counter() - t
+        kept: list[DetectedFace] = []
+        skipped: list[dict] = []
+        for face in found:
+            if face.eye_distance < self.min_eye_distance:
+                skipped.append({**face.to_dict(), "reason": f"too small (eyes {face.eye_distance:.1f} px apart)"})
+            else:
+                kept.append(face)
+        if center and len(kept) > 1:
+            chosen = center_face(kept, img.size[0], img.size[1])[0]
+            skipped += [{**f.to_dict(), "reason": "not the centre face"} for f in kept if f is not chosen]
+            kept = [chosen]
+
+        t = time.perf_counter()
+        aligned = [align_face(rgb8, face.landmarks, CROP_SIZE) for face in kept]
+        restored = self.restore_crops([crop for crop, _ in aligned], fidelity) if aligned else []
+        timings["restore"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        canvas = self._background(img, rgb8, scale, out_size, notes)
+        if canvas.ndim == 2:
+            canvas = np.repeat(canvas[..., None], 3, axis=2)
+        # smallest first, so where faces overlap the larger (main) face ends on top
+        by_size = sorted(zip(aligned, restored), key=lambda p: -abs(np.linalg.det(p[0][1][:, :2])))
+        for (_, affine), face in by_size:
+            paste_face(canvas, face, affine, scale)
+        image = self._finish(img, canvas, out_size)
+        timings["paste"] = time.perf_counter() - t
+        faces = [
+            RestoredFace(i, f.box, f.score, f.landmarks, affine, crop, res)
+            for i, (f, (crop, affine), res) in enumerate(zip(kept, aligned, restored))
+        ]
+        if not found:
+            notes.append("no face found: the image was only resized")
+        return RestoreResult(image, faces, skipped, notes)
+
+    def _restore_aligned(self, img, rgb8, fidelity, out_size, notes, timings) -> RestoreResult:
+        w, h = img.size
+        if (w, h) != (CROP_SIZE, CROP_SIZE):
+            notes.append(f"aligned input is {w}x{h}; resized to {CROP_SIZE}x{CROP_SIZE} for the network")
+        crop = _resize_square(rgb8, CROP_SIZE) if (w, h) != (CROP_SIZE, CROP_SIZE) else rgb8
+        t = time.perf_counter()
+        restored = self.restore_crops([crop], fidelity)[0]
+        timings["restore"] = time.perf_counter() - t
+        full = cv2.resize(restored, out_size, interpolation=_interp(CROP_SIZE, out_size))
+        if img.bit_depth == 16:
+            full = full.astype(np.uint16) * 257
+        image = self._finish(img, full, out_size)
+        sx, sy = CROP_SIZE / w, CROP_SIZE / h
+        affine = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+        landmarks = (face_template(CROP_SIZE) - affine[:, 2]) / (sx, sy)
+        face = RestoredFace(0, (0.0, 0.0, w - 1.0, h - 1.0), None, landmarks.astype(np.float32), affine, crop, restored)
+        return RestoreResult(image, [face], [], notes)
+
+    def _background(self, img: LoadedImage, rgb8: np.ndarray, scale: float, out_size, notes) -> np.ndarray:
+        """The whole image at the output size, in the input's depth (gray stays 2-D)."""
+        if self.bg_upsampler is not None:
+            up = np.asarray(self.bg_upsampler(rgb8, scale))
+            if up.ndim != 3 or up.shape[2] != 3 or up.dtype != np.uint8:
+                raise VQFRError("the background upsampler must return an RGB uint8 image")
+            if (up.shape[1], up.shape[0]) != out_size:
+                up = cv2.resize(up, out_size, interpolation=cv2.INTER_LANCZOS4)
+            if img.bit_depth == 16:
+                notes.append("background upsampler works in 8 bit; the background lost its 16-bit precision")
+                up = up.astype(np.uint16) * 257
+            return up.copy()
+        if out_size == img.size:
+            return img.pixels.copy()
+        return cv2.resize(img.pixels, out_size, interpolation=_interp(img.size[0], out_size))
+
+    @staticmethod
+    def _finish(img: LoadedImage, rgb: np.ndarray, out_size) -> np.ndarray:
+        """Back to the input's layout: gray if it was gray, alpha (resized) appended if it had one."""
+        out = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if img.is_gray else rgb
+        if img.alpha is None:
+            return out
+        alpha = img.alpha if out_size == img.size else cv2.resize(img.alpha, out_size, interpolation=cv2.INTER_LANCZOS4)
+        if img.is_gray:
+            out = np.repeat(out[..., None], 3, axis=2)
+        return np.concatenate([out, alpha[..., None]], axis=2)
+
+
+def _interp(src_w: int, out_size) -> int:
+    return cv2.INTER_AREA if out_size[0] < src_w else cv2.INTER_LANCZOS4
+
+
+def _resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    return cv2.resize(img, (size, size), interpolation=_interp(img.shape[1], (size, size)))
+
+
+def _check_upscale(value: float) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and 0 < value <= MAX_UPSCALE):
+        raise VQFRError(f"upscale must be in (0, {MAX_UPSCALE:g}], got {value:g}")
+    return value
+
+
+def _check_fidelity(value: float) -> float:
+    value = float(value)
+    if not (0.0 <= value <= 1.0):
+        raise VQFRError(f"fidelity must be in [0, 1], got {value:g}")
+    return value

@@ -1,0 +1,195 @@
+"""Where restoration weights come from: a small zoo of released checkpoints, found offline first.
+
+Lookup order for a model name: an explicit ``--weights`` file, then ``$VQFR_HOME`` (default
+``~/.cache/vqfr``), then a download from the public release URL (progress bar, checksum checked
+before the file is moved into place). Offline, the error names the exact path to put the file at.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from vqfr.errors import VQFRError
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """A released checkpoint.
+
+    ``sha256`` is the full sum where one has been verified; ``sha256_prefix`` is the first hex digits
+    that BasicSR-style releases put in the file name (``NAME-<sha256[:8]>.pth``). Either is checked.
+    """
+
+    name: str
+    arch: str
+    filename: str
+    url: str
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    manual_url: str | None = None
+    description: str = ""
+
+
+# The default until the project ships weights of its own: the authors' released VQFR v2.
+DEFAULT_MODEL = "VQFR_v2"
+
+ZOO: dict[str, ZooModel] = {
+    m.name: m
+    for m in (
+        ZooModel(
+            name="VQFR_v2",
+            arch="VQFRv2",
+            filename="VQFR_v2.pth",
+            url="https://github.com/TencentARC/VQFR/releases/download/v2.0.0/VQFR_v2.pth",
+            # No checksum is published for this file; set sha256 here once a download has been verified.
+            sha256=None,
+            description="authors' release (ECCV 2022), FFHQ 512, fidelity-controllable",
+        ),
+        ZooModel(
+            name="VQFR_v1",
+            arch="VQFRv1",
+            filename="VQFR_v1-33a1fac5.pth",
+            url="https://github.com/TencentARC/VQFR/releases/download/v1.0.0/VQFR_v1-33a1fac5.pth",
+            sha256_prefix="33a1fac5",
+            manual_url="https://drive.google.com/drive/folders/1lczKYEbARwe27FJlKoFdng7UnffGDjO2",
+            description="authors' release (ECCV 2022), FFHQ 512, the paper's model",
+        ),
+    )
+}
+
+_ALIASES = {"v2": "VQFR_v2", "vqfrv2": "VQFR_v2", "v1": "VQFR_v1", "vqfrv1": "VQFR_v1", "vqfr_v1-33a1fac5": "VQFR_v1"}
+
+
+def vqfr_home() -> Path:
+    """``$VQFR_HOME``, default ``~/.cache/vqfr``: where released weights are kept."""
+    return Path(os.environ.get("VQFR_HOME") or Path.home() / ".cache" / "vqfr").expanduser()
+
+
+def zoo_model(name: str) -> ZooModel | None:
+    """The zoo entry for ``name`` (case-insensitive, ``v1``/``v2`` accepted), or None."""
+    key = name.strip()
+    for model in ZOO.values():
+        if model.name.lower() == key.lower():
+            return model
+    alias = _ALIASES.get(key.lower())
+    return ZOO[alias] if alias else None
+
+
+def looks_like_path(name: str) -> bool:
+    return os.sep in name or "/" in name or name.endswith((".pth", ".pt", ".ckpt")) or Path(name).is_file()
+
+
+@dataclass
+class ResolvedWeights:
+    path: Path
+    model: ZooModel | None  # None for a user's own checkpoint
+
+
+def resolve_weights(
+    model: str = DEFAULT_MODEL,
+    weights: str | os.PathLike | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> ResolvedWeights:
+    """Find (or fetch) the checkpoint for ``model`` (a zoo name or a file path)."""
+    entry = zoo_model(model) if isinstance(model, str) else None
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise VQFRError(f"weights file not found: {path}")
+        return ResolvedWeights(path, entry)
+    if entry is None:
+        path = Path(model).expanduser()
+        if looks_like_path(str(model)):
+            if not path.is_file():
+                raise VQFRError(f"checkpoint not found: {path}")
+            return ResolvedWeights(path, None)
+        names = ", ".join(ZOO)
+        raise VQFRError(f"unknown model {model!r}: use one of {names}, or the path of a checkpoint file")
+    target = vqfr_home() / entry.filename
+    if target.is_file():
+        verify_checksum(target, entry)
+        return ResolvedWeights(target, entry)
+    if not download or os.environ.get("VQFR_OFFLINE"):
+        raise VQFRError(_missing_message(entry, target, "downloads are switched off"))
+    try:
+        download_file(entry.url, target, entry, progress=progress)
+    except VQFRError:
+        raise
+    except (urllib.error.URLError, OSError, TimeoutError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise VQFRError(_missing_message(entry, target, f"download failed: {reason}")) from None
+    return ResolvedWeights(target, entry)
+
+
+def _missing_message(entry: ZooModel, target: Path, why: str) -> str:
+    source = entry.url + (f" (or {entry.manual_url})" if entry.manual_url else "")
+    return (
+        f"model {entry.name} is not on this machine and {why}: download {source} and save it as "
+        f"{target}, or pass --weights PATH"
+    )
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checksum(path: Path, entry: ZooModel, digest: str | None = None) -> str | None:
+    """Check ``path`` against the entry's published sum; returns the sum computed (None if nothing to check)."""
+    if entry.sha256 is None and entry.sha256_prefix is None:
+        return None
+    digest = digest or file_sha256(path)
+    expected = entry.sha256 or entry.sha256_prefix
+    if not digest.startswith(expected.lower()):
+        raise VQFRError(
+            f"{path} has SHA-256 {digest[:16]}..., expected {expected[:16]}...: the file is damaged or not "
+            f"{entry.filename}; delete it and download it again"
+        )
+    return digest
+
+
+def download_file(url: str, target: Path, entry: ZooModel | None = None, progress: bool = True) -> Path:
+    """Stream ``url`` into ``target``: temp file beside it, checksum verified, then renamed into place."""
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=f"downloading {target.name}",
+                disable=not progress or not sys.stderr.isatty(),
+            )
+            with bar:
+                for chunk in iter(lambda: response.read(1 << 20), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if entry is not None:
+            verify_checksum(Path(tmp), entry, digest.hexdigest())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    if entry is not None and entry.sha256 is None:
+        print(f"vqfr: saved {target} (sha256 {digest.hexdigest()})", file=sys.stderr)
+    return target
