@@ -31,6 +31,7 @@ def test_round_trip_restores_identical_outputs(tmp_path, tiny_v2):
     assert set(raw) == {"params_ema", "arch", "config", "step"}
     net, arch, cfg = load_network(path)
     assert arch == "VQFRv2" and cfg == tiny_config("VQFRv2")
+    assert not any(t.is_meta for t in list(net.parameters()) + list(net.buffers()))
     with torch.inference_mode():
         assert torch.equal(net(_x())["main_dec"], tiny_v2(_x())["main_dec"])
     assert not list(tmp_path.glob(".*tmp"))  # atomic write left no temp file

@@ -162,12 +162,28 @@ def load_network(
     if config is None:
         stored = ckpt.get("config")
         config = stored if isinstance(stored, dict) else _published_config_for(arch, sd)
-    net = build_network(arch, config)
-    problem = check_fit(net, sd, arch)
-    if problem and strict:
+    with torch.device("meta"):  # no memory, no initialisation: the checkpoint supplies every weight
+        skeleton = build_network(arch, config)
+    problem = check_fit(skeleton, sd, arch)
+    if problem is None:
+        net = _assign_weights(skeleton, sd)
+    elif strict:
         raise VQFRError(f"{path}: {problem}")
-    net.load_state_dict(sd, strict=False)
+    else:
+        net = build_network(arch, config)
+        own = net.state_dict()
+        net.load_state_dict({k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}, strict=False)
     return net.to(device).eval(), arch, config
+
+
+def _assign_weights(net: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
+    """Give a meta-device network the checkpoint's tensors and real (zeroed) non-persistent buffers."""
+    net.load_state_dict(sd, strict=True, assign=True)
+    for module in net.modules():
+        for name, buf in list(module._buffers.items()):
+            if buf is not None and buf.is_meta:
+                module._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype)
+    return net
 
 
 def save_checkpoint(

@@ -60,9 +60,9 @@ def deform_conv2d(
         raise ValueError(f"mask has {mask.shape[1]} channels, expected {groups * k}")
 
     dtype, device = x.dtype, x.device
-    offset = offset.to(dtype).view(n, groups, k, 2, h_out, w_out)
+    offset = offset.to(dtype).reshape(n, groups, k, 2, h_out, w_out)
     if mask is not None:
-        mask = mask.to(dtype).view(n * groups, 1, k, h_out, w_out)
+        mask = mask.to(dtype).reshape(n * groups, 1, k, h_out, w_out)
     x_flat = x.reshape(n * groups, c // groups, h * w)
 
     # Base sampling position of every tap and output pixel: (i*s - p + ki*d, j*s - p + kj*d).
