@@ -1,4 +1,4 @@
-"""``vqfr info``: versions and what this machine can run on."""
+"""``vqfr info``: versions, devices, and which released weights are on this machine."""
 
 from __future__ import annotations
 
@@ -14,10 +14,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vqfr import __version__
+    from vqfr.restore.zoo import DEFAULT_MODEL, ZOO, vqfr_home
 
-    print(f"vqfr {__version__}")
-    print(f"torch {torch.__version__}")
-    print(f"cuda available: {torch.cuda.is_available()}")
+    print(f"vqfr {__version__}, torch {torch.__version__}")
     mps = getattr(torch.backends, "mps", None)
-    print(f"mps available: {bool(mps and mps.is_available())}")
+    has_mps = bool(mps and mps.is_available())
+    print(f"devices: cpu, cuda {'yes' if torch.cuda.is_available() else 'no'}, mps {'yes' if has_mps else 'no'}")
+    home = vqfr_home()
+    print(f"weights folder ($VQFR_HOME): {home}")
+    for name, entry in ZOO.items():
+        path = home / entry.filename
+        state = "present" if path.is_file() else f"missing (download {entry.url})"
+        default = " [default]" if name == DEFAULT_MODEL else ""
+        print(f"  {name}{default}: {entry.filename} {state}")
     return 0
