@@ -78,7 +78,7 @@ def test_samples_exactly_one_pixel_outside_are_zero():
     offset[:, 2 * 4] = -1.0  # centre tap of row 0 moves to y = -1: zero
     offset[:, 2 * 4 + 1] = 0.0
     out = deform_conv2d(x, offset, weight, None, padding=1)
-    assert out[0, 0, 0].abs().max() == 0
+    assert out[0, 0, 0].abs().max() < 1e-12
     assert torch.allclose(out[0, 0, 1], torch.ones(3, dtype=torch.float64))
     offset[:, 2 * 4] = -0.5  # half a pixel outside: half the value
     out = deform_conv2d(x, offset, weight, None, padding=1)
