@@ -1,0 +1,132 @@
+"""Training data: folder and LMDB face datasets, the resumable sampler, paired test-set generation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vqfr.cli import main
+from vqfr.data import (
+    DegradationConfig,
+    HQFaceDataset,
+    InfiniteBatchSampler,
+    PairedFaceDataset,
+    make_paired_testset,
+    write_lmdb,
+)
+from vqfr.data.images import read_image, write_png
+from vqfr.errors import VQFRError
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
+
+
+def _faces(folder: Path, n: int = 4, size: int = 96) -> list[np.ndarray]:
+    """A few face images: the shared aligned faces when present, else smooth synthetic ones."""
+    folder.mkdir(parents=True, exist_ok=True)
+    imgs = []
+    shared = sorted(SHARED.glob("*.png"))[:n] if SHARED.is_dir() else []
+    for i in range(n):
+        if i < len(shared):
+            import cv2
+
+            img = cv2.resize(read_image(shared[i]), (size, size), interpolation=cv2.INTER_AREA)
+        else:
+            rng = np.random.default_rng(i)
+            img = np.clip(rng.uniform(0.2, 0.8, (1, 1, 3)) + 0.1 * rng.standard_normal((size, size, 3)), 0, 1)
+        img = np.clip(img, 0, 1).astype(np.float32)
+        write_png(folder / f"face{i}.png", img)
+        imgs.append(img)
+    return imgs
+
+
+def test_folder_and_lmdb_give_the_same_samples(tmp_path):
+    imgs = _faces(tmp_path / "hq")
+    write_lmdb(tmp_path / "hq.lmdb", [(f"face{i}", im) for i, im in enumerate(imgs)])
+    deg = DegradationConfig(downsample_range=(1, 4))
+    a = HQFaceDataset(tmp_path / "hq", 64, hflip=True, degradation=deg, seed=3)
+    b = HQFaceDataset(tmp_path / "hq.lmdb", 64, hflip=True, degradation=deg, seed=3)
+    assert len(a) == len(b) == 4
+    for key in [(0, 0), (1, 2), (5, 3)]:
+        sa, sb = a[key], b[key]
+        assert sa["gt"].shape == (3, 64, 64) and sa["lq"].shape == (3, 64, 64)
+        assert sa["gt"].min() >= -1 and sa["gt"].max() <= 1
+        assert torch.equal(sa["gt"], sb["gt"]) and torch.equal(sa["lq"], sb["lq"])
+        assert sa["name"] == sb["name"]
+    # deterministic per (epoch, index); other epochs draw new flips / degradations
+    assert torch.equal(a[(2, 1)]["lq"], a[(2, 1)]["lq"])
+    assert not all(torch.equal(a[(e, 1)]["lq"], a[(0, 1)]["lq"]) for e in range(1, 4))
+
+
+def test_hflip_happens_about_half_the_time(tmp_path):
+    _faces(tmp_path / "hq", n=1)
+    ds = HQFaceDataset(tmp_path / "hq", 64, hflip=True, seed=0)
+    plain = HQFaceDataset(tmp_path / "hq", 64, hflip=False)[0]["gt"]
+    flips = sum(torch.equal(ds[(e, 0)]["gt"], plain.flip(-1)) for e in range(40))
+    assert 10 < flips < 30
+    assert all(torch.equal(ds[(e, 0)]["gt"], plain) or torch.equal(ds[(e, 0)]["gt"], plain.flip(-1)) for e in range(5))
+
+
+def test_sampler_is_resumable_and_splits_ranks():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    full = take(InfiniteBatchSampler(10, 3, seed=1), 12)
+    resumed = take(InfiniteBatchSampler(10, 3, seed=1, start_batch=5), 7)
+    assert resumed == full[5:]
+    # two ranks: disjoint indices within an epoch, same number of batches
+    r0 = take(InfiniteBatchSampler(10, 2, rank=0, world_size=2, seed=1), 2)
+    r1 = take(InfiniteBatchSampler(10, 2, rank=1, world_size=2, seed=1), 2)
+    i0 = {i for b in r0 for _, i in b}
+    i1 = {i for b in r1 for _, i in b}
+    assert not i0 & i1 and len(i0 | i1) == 8
+    # a dataset smaller than a global batch is tiled
+    tiny = take(InfiniteBatchSampler(2, 4, seed=0), 3)
+    assert all(len(b) == 4 for b in tiny)
+
+
+def test_paired_testset_is_reproducible_and_survives_a_bad_file(tmp_path, capsys):
+    _faces(tmp_path / "hq", n=3)
+    (tmp_path / "hq" / "broken.png").write_bytes(b"not an image")
+    rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "a"), "--seed", "5", "--size", "64"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "skipped broken" in captured.err and "wrote 3 pairs" in captured.out
+    make_paired_testset(tmp_path / "hq", tmp_path / "b", DegradationConfig(), seed=5, size=64)
+    for name in ("face0", "face1", "face2"):
+        la, lb = read_image(tmp_path / "a" / "lq" / f"{name}.png"), read_image(tmp_path / "b" / "lq" / f"{name}.png")
+        assert la.shape == (64, 64, 3) and np.array_equal(la, lb)
+        assert (tmp_path / "a" / "gt" / f"{name}.png").is_file()
+    meta = (tmp_path / "a" / "degradations.json").read_text()
+    assert '"seed": 5' in meta and "jpeg_quality" in meta
+    other = make_paired_testset(tmp_path / "hq", tmp_path / "c", DegradationConfig(), seed=6, size=64)
+    assert len(other.written) == 3
+    assert not np.array_equal(
+        read_image(tmp_path / "c" / "lq" / "face0.png"), read_image(tmp_path / "a" / "lq" / "face0.png")
+    )
+    # validation pairs read back by name
+    pairs = PairedFaceDataset(tmp_path / "a" / "gt", 64, lq_root=tmp_path / "a" / "lq")
+    assert len(pairs) == 3 and pairs[0]["lq"].shape == (3, 64, 64)
+
+
+def test_degrade_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["degrade", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqfr degrade: error:") and "\n" not in err
+    _faces(tmp_path / "hq", n=1)
+    assert main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--jpeg", "0", "500"]) == 2
+
+
+def test_dataset_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(VQFRError, match="no images"):
+        HQFaceDataset(tmp_path / "empty", 64)
+    with pytest.raises(VQFRError, match="meta_info"):
+        (tmp_path / "x.lmdb").mkdir()
+        HQFaceDataset(tmp_path / "x.lmdb", 64)
+    _faces(tmp_path / "hq", n=1)
+    with pytest.raises(VQFRError, match="multiple of 32"):
+        HQFaceDataset(tmp_path / "hq", 50)

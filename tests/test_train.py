@@ -1,0 +1,397 @@
+"""Training both stages on CPU with tiny networks at 64 px: steps, learning, exact resume, DDP, freezing."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from vqfr.cli import main
+from vqfr.data.images import read_image, write_png
+from vqfr.errors import VQFRError
+from vqfr.nn.checkpoint import load_network, load_state_dict, save_checkpoint
+from vqfr.nn.configs import tiny_config
+from vqfr.train.config import merge_config
+from vqfr.train.perceptual import MobileNetV2
+from vqfr.train.trainer import Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, Path]:
+    """Four 64 px faces (shared aligned faces, else crops of scikit-image's astronaut) and perceptual weights."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("assets")
+    faces = root / "faces"
+    faces.mkdir()
+    shared = sorted(SHARED.glob("*.png"))[:4] if SHARED.is_dir() else []
+    if shared:
+        imgs = [read_image(p) for p in shared]
+    else:
+        data = pytest.importorskip("skimage.data")
+        astro = data.astronaut().astype(np.float32) / 255.0
+        imgs = [astro[y : y + 256, x : x + 256] for y, x in ((0, 100), (30, 150), (60, 120), (20, 180))]
+    for i, img in enumerate(imgs):
+        write_png(faces / f"face{i}.png", cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA))
+    torch.manual_seed(0)
+    torch.save(MobileNetV2().state_dict(), root / "mnv2.pth")  # random weights: a stand-in made by the test
+    return {"faces": faces, "mnv2": root / "mnv2.pth", "root": root}
+
+
+def tiny_cfg(assets, stage: str, arch: str, **over) -> dict:
+    """A complete tiny config; ``over`` replaces top-level blocks."""
+    percep = {"type": "mobilenet_v2", "mobilenet_weights": str(assets["mnv2"]), "weight": 1.0}
+    sg = {"out_size": 64, "channel_multiplier": 1, "narrow": 0.0625}
+    cfg = {
+        "name": f"t_{arch}",
+        "stage": stage,
+        "seed": 0,
+        "network": {"arch": arch, "config": tiny_config(arch)},
+        "data": {
+            "train": {"root": str(assets["faces"]), "size": 64, "hflip": True},
+            "batch_size_per_gpu": 2,
+            "num_workers": 0,
+        },
+        "train": {"total_steps": 2, "optim_g": {"lr": 1e-3, "betas": [0.9, 0.96]}, "ema_decay": 0.9},
+        "losses": {"r1_every": 1},
+        "logging": {"print_every": 1, "image_every": 1, "checkpoint_every": 1, "keep_last": 2, "val_every": 100},
+    }
+    d_arch = "SWAGANDiscriminator" if arch.endswith("v1") else "StyleGAN2Discriminator"
+    if stage == "codebook":
+        cfg["losses"].update(pixel={"dec": 1.0}, perceptual={**percep, "outputs": ["dec"]})
+        cfg["discriminators"] = [{"name": "global", "arch": d_arch, "config": sg, "target": "dec", "r1": True}]
+    elif arch == "VQFRv2":
+        cfg["losses"].update(
+            pixel={"main_dec": 1.0},
+            perceptual={**percep, "outputs": ["main_dec"]},
+            codebook_weight=0,
+            quant_feature_weight=1.0,
+            quant_index_weight=1.0,
+        )
+        cfg["train"]["optim_g_main"] = {"lr": 1e-3, "betas": [0.5, 0.9]}
+        cfg["data"]["train"]["degradation"] = {
+            "blur_sigma": [0.5, 2],
+            "downsample_range": [1, 3],
+            "jpeg_range": [60, 90],
+        }
+        cfg["discriminators"] = [
+            {"name": "global", "arch": d_arch, "config": sg, "target": "main_dec", "r1": True},
+            {
+                "name": "local",
+                "arch": "NLayerDiscriminator",
+                "config": {"ndf": 8, "n_layers": 3},
+                "loss": "hinge",
+                "target": "main_dec",
+                "g_weight": 0.5,
+                "adaptive": ["perceptual"],
+            },
+        ]
+    else:  # VQFRv1
+        cfg["losses"].update(
+            pixel={"dec": 1.0, "main_dec": 0.0},
+            perceptual={**percep, "outputs": ["dec", "main_dec"], "style_weight": 2000.0},
+            codebook_weight=0,
+            quant_feature_weight=1.0,
+        )
+        cfg["data"]["train"]["degradation"] = {"blur_sigma": [0.5, 2], "downsample_range": [1, 3]}
+        cfg["train"]["find_unused_parameters"] = True
+        local = {
+            "arch": "NLayerDiscriminator",
+            "config": {"ndf": 8, "n_layers": 3},
+            "loss": "hinge",
+            "g_weight": 0.5,
+            "adaptive": ["pixel", "perceptual", "style"],
+            "d_loss_scale": 0.5,
+        }
+        cfg["discriminators"] = [
+            {"name": "global", "arch": d_arch, "config": sg, "target": "dec", "g_weight": 0.5, "r1": True},
+            {"name": "local", "target": "dec", **local},
+            {"name": "main_global", "arch": d_arch, "config": sg, "target": "main_dec", "g_weight": 0.5, "r1": True},
+            {"name": "main_local", "target": "main_dec", **local},
+        ]
+    cfg.update(over)
+    return cfg
+
+
+def stage1_weights(assets, arch: str, released_format: bool = False) -> Path:
+    """Stage-1 weights to start stage 2 from: ours (arch/config stored) or the released layout (bare ``params``)."""
+    from vqfr.nn.checkpoint import build_network
+
+    torch.manual_seed(1)
+    net = build_network(arch, tiny_config(arch))
+    path = assets["root"] / f"{arch}_{'released' if released_format else 'ours'}.pth"
+    if released_format:
+        torch.save({"params": net.state_dict()}, path)
+    else:
+        save_checkpoint(path, net, arch=arch, config=tiny_config(arch))
+    return path
+
+
+def restoration_cfg(assets, arch: str, released_format: bool = False, **over) -> dict:
+    s1 = "VQGANv2" if arch == "VQFRv2" else "VQGANv1"
+    cfg = tiny_cfg(assets, "restoration", arch, **over)
+    cfg["stage1"] = {"arch": s1, "config": tiny_config(s1), "weights": str(stage1_weights(assets, s1, released_format))}
+    return cfg
+
+
+def run(cfg: dict, out: Path, **kw) -> dict:
+    trainer = Trainer(
+        merge_config(copy.deepcopy(cfg)), out, progress=False, **{k: v for k, v in kw.items() if k != "cb"}
+    )
+    return trainer.fit(kw.get("cb"))
+
+
+# ---------------------------------------------------------------------------------------------- stage 1
+
+
+@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1"])
+def test_stage1_steps_with_gan_r1_and_export(assets, tmp_path, arch):
+    cfg = tiny_cfg(assets, "codebook", arch)
+    cfg["data"]["val"] = {"gt": str(assets["faces"]), "max_images": 2}
+    cfg["logging"]["val_every"] = 2
+    seen = []
+    summary = run(cfg, tmp_path, cb=lambda step, logs: seen.append({k: float(v) for k, v in logs.items()}))
+    assert summary["step"] == 2 and len(seen) == 2
+    for logs in seen:
+        assert all(np.isfinite(v) for v in logs.values())
+        assert {"pixel_dec", "perceptual_dec", "codebook", "g_gan_global", "d_global", "r1_global"} <= set(logs)
+    log = (tmp_path / "train.log").read_text()
+    assert "perceptual: mobilenet_v2" in log and "validation psnr" in log
+    assert yaml.safe_load((tmp_path / "config.yml").read_text())["losses"]["perceptual"]["ran"] == "mobilenet_v2"
+    assert list((tmp_path / "tb").glob("events.*"))
+    net, got_arch, _ = load_network(tmp_path / "weights" / "net_g_final.pth")
+    assert got_arch == arch
+    ckpt = torch.load(tmp_path / "weights" / "net_g_final.pth", weights_only=True)
+    assert set(ckpt) >= {"params_ema", "params", "arch", "config"}
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert net(x)[0]["dec"].shape == (1, 3, 64, 64)
+
+
+def test_stage1_loss_decreases(assets, tmp_path):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["losses"]["perceptual"] = {"type": "none"}
+    cfg["data"]["train"]["hflip"] = False
+    cfg["train"].update(total_steps=50, optim_g={"lr": 2e-3, "betas": [0.9, 0.96]})
+    cfg["logging"].update(checkpoint_every=50, image_every=50, print_every=10)
+    losses = []
+    run(cfg, tmp_path, cb=lambda step, logs: losses.append(float(logs["pixel_dec"])))
+    assert len(losses) == 50 and all(np.isfinite(losses))
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.8 * first, (first, last)
+
+
+def _all_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor):
+            out[prefix + str(k)] = v
+        elif isinstance(v, dict):
+            out.update(_all_tensors(v, f"{prefix}{k}."))
+        elif isinstance(v, list):
+            out.update(_all_tensors(dict(enumerate(v)), f"{prefix}{k}."))
+    return out
+
+
+def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2")
+    cfg["discriminators"][0]["start_step"] = 1  # the GAN switches on mid-run, R1 every 2 steps
+    cfg["losses"]["r1_every"] = 2
+    cfg["train"].update(total_steps=4, scheduler={"milestones": [3], "gamma": 0.5})
+    cfg["logging"].update(checkpoint_every=2, image_every=100, print_every=100)
+    run(cfg, tmp_path / "a")
+    first = run(cfg, tmp_path / "b", stop_at=2)
+    assert first["step"] == 2 and not (tmp_path / "b" / "weights" / "net_g_final.pth").exists()
+    second = run(cfg, tmp_path / "b", resume="auto")
+    assert second["steps_run"] == 2 and "resuming" in (tmp_path / "b" / "train.log").read_text()
+    a = torch.load(tmp_path / "a" / "checkpoints" / "step_00000004.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoints" / "step_00000004.pt", weights_only=True)
+    ta, tb = (
+        _all_tensors({k: a[k] for k in ("nets", "ema", "optims")}),
+        _all_tensors({k: b[k] for k in ("nets", "ema", "optims")}),
+    )
+    assert ta.keys() == tb.keys() and len(ta) > 100
+    different = [k for k in ta if not torch.equal(ta[k], tb[k])]
+    assert not different, different[:5]
+    # and training really moved the weights
+    c = torch.load(tmp_path / "b" / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert not torch.equal(c["nets"]["g"]["encoder.conv_in.weight"], b["nets"]["g"]["encoder.conv_in.weight"])
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == [
+        "step_00000002.pt",
+        "step_00000004.pt",
+    ]  # keep_last 2
+
+
+def test_sigterm_saves_and_resume_finishes(assets, tmp_path):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["train"]["total_steps"] = 2
+    cfg["logging"].update(checkpoint_every=100, image_every=100)
+
+    def stop_at_one(step, logs):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    summary = run(cfg, tmp_path, cb=stop_at_one)
+    assert summary["stopped_by"] == "SIGTERM" and summary["step"] == 1
+    assert (tmp_path / "checkpoints" / "step_00000001.pt").is_file()
+    assert signal.getsignal(signal.SIGTERM) is before  # the trainer's handler is removed again
+    done = run(cfg, tmp_path, resume=str(tmp_path))
+    assert done["step"] == 2 and (tmp_path / "weights" / "net_g_final.pth").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- stage 2
+
+
+def test_stage2_v2_trains_only_encoder_and_main_branch(assets, tmp_path):
+    cfg = restoration_cfg(assets, "VQFRv2", released_format=True)
+    cfg["data"]["val"] = {"gt": str(assets["faces"]), "max_images": 2, "save_images": True}
+    cfg["train"]["total_steps"] = 1
+    cfg["logging"]["val_every"] = 1
+    seen = []
+    run(cfg, tmp_path, cb=lambda step, logs: seen.append({k: float(v) for k, v in logs.items()}))
+    assert {"quant_index", "quant_feature", "pixel_main_dec", "g_gan_local", "adaptive_w_local", "r1_global"} <= set(
+        seen[-1]
+    )
+    assert all(np.isfinite(v) for logs in seen for v in logs.values())
+    stage1 = load_state_dict(cfg["stage1"]["weights"])
+    after = torch.load(tmp_path / "checkpoints" / "step_00000001.pt", weights_only=True)["nets"]["g"]
+    frozen = [k for k in stage1 if k.startswith(("quantizer.", "decoder."))]
+    assert "decoder.conv_out.2.weight" in frozen and "quantizer.embedding.weight" in frozen
+    assert all(torch.equal(after[k], stage1[k]) for k in frozen)  # codebook, texture decoder, output conv
+    assert not torch.equal(
+        after["encoder.conv_in.weight"], stage1["encoder.conv_in.weight"]
+    )  # started from stage 1, trained
+    fresh = tiny_config("VQFRv2")
+    net, arch, config = load_network(tmp_path / "weights" / "net_g_final.pth")
+    assert arch == "VQFRv2" and config == fresh
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert out["main_dec"].shape == (1, 3, 64, 64)
+    assert len(list((tmp_path / "val" / "step_00000001").glob("*.png"))) == 2
+    grid = read_image(tmp_path / "images" / "step_00000001.png")
+    assert grid.shape == (2 * 64, 4 * 64, 3)  # two samples; LQ | texture | main | GT
+
+
+def test_stage2_v1_runs_with_four_discriminators(assets, tmp_path):
+    cfg = restoration_cfg(assets, "VQFRv1")
+    cfg["train"]["total_steps"] = 1
+    cfg["data"]["batch_size_per_gpu"] = 1  # the v1 network is the slowest on CPU
+    seen = []
+    run(cfg, tmp_path, cb=lambda step, logs: seen.append({k: float(v) for k, v in logs.items()}))
+    logs = seen[0]
+    assert {"style_dec", "perceptual_main_dec", "quant_feature", "g_gan_main_local", "d_main_global"} <= set(logs)
+    assert all(np.isfinite(v) for v in logs.values())
+    stage1 = load_state_dict(cfg["stage1"]["weights"])
+    after = torch.load(tmp_path / "checkpoints" / "step_00000001.pt", weights_only=True)["nets"]["g"]
+    emb = [k for k in after if "embedding" in k]
+    assert emb and all(torch.equal(after[k], stage1[k]) for k in emb)
+
+
+def test_stage2_needs_matching_stage1(assets, tmp_path):
+    cfg = restoration_cfg(assets, "VQFRv2")
+    bad = tiny_config("VQGANv2", code_dim=64)
+    cfg["stage1"]["config"] = bad
+    with pytest.raises(VQFRError):
+        run(cfg, tmp_path)
+    cfg = restoration_cfg(assets, "VQFRv2")
+    cfg["stage1"]["weights"] = None
+    with pytest.raises(VQFRError, match="stage1.weights"):
+        run(cfg, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------- DDP and CLI
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo(assets, tmp_path):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2")
+    cfg["logging"].update(checkpoint_every=2, image_every=100)
+    (tmp_path / "cfg.yml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(_free_port()), "-m", "vqfr.train", "-c", str(tmp_path / "cfg.yml"),
+        "--out", str(tmp_path / "run"), "--no-progress", "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "2 process(es) on cpu" in log and "step 2 " in log
+    state = torch.load(tmp_path / "run" / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["rng"]) == 2
+    assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # each rank has its own RNG
+
+
+def test_cli_train_and_config_errors(assets, tmp_path, capsys):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["train"]["total_steps"] = 1
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "-c", str(tmp_path / "ok.yml"), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert (tmp_path / "run" / "weights" / "net_g_final.pth").is_file()
+    bad = dict(cfg, optimiser={"lr": 1})
+    (tmp_path / "bad.yml").write_text(yaml.safe_dump(bad))
+    for argv in (
+        ["train", "-c", str(tmp_path / "bad.yml")],
+        ["train", "-c", str(tmp_path / "missing.yml")],
+        ["train", "-c", str(tmp_path / "ok.yml"), "-o", "stage=nonsense"],
+        ["train", "-c", str(tmp_path / "ok.yml"), "--resume", str(tmp_path / "nope.pt")],
+        ["train", "-c", str(tmp_path / "ok.yml"), "-o", f"data.train.root={tmp_path / 'void'}"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vqfr train: error:") and "\n" not in err, err
+
+
+def test_overrides_reach_nested_keys_and_list_items():
+    from vqfr.train.config import apply_override
+
+    cfg = {"discriminators": [{"name": "a", "start_step": 5}], "train": {}}
+    apply_override(cfg, "discriminators.0.start_step=0")
+    apply_override(cfg, "train.optim_g.betas=[0.5, 0.9]")
+    assert cfg["discriminators"][0]["start_step"] == 0 and cfg["train"]["optim_g"]["betas"] == [0.5, 0.9]
+    with pytest.raises(VQFRError, match="no list item"):
+        apply_override(cfg, "discriminators.3.start_step=0")
+    with pytest.raises(VQFRError):
+        merge_config({"stage": "codebook", "discriminators": {"0": {"start_step": 1}}})
+
+
+def test_published_configs_match_the_recipe():
+    from vqfr.nn.configs import published_config
+    from vqfr.train.config import load_config
+
+    v2 = load_config(ROOT / "configs" / "vqfr_v2_ffhq512.yml")
+    assert v2["network"]["config"] == published_config("VQFRv2")
+    assert v2["stage1"]["config"] == published_config("VQGANv2")
+    assert v2["train"]["total_steps"] == 200000
+    assert v2["train"]["optim_g"]["lr"] == 1e-4 and v2["train"]["optim_g_main"]["betas"] == [0.5, 0.9]
+    assert v2["data"]["train"]["degradation"]["downsample_range"] == [1, 30]
+    local = next(d for d in v2["discriminators"] if d["name"] == "local")
+    assert local["config"]["n_layers"] == 4 and local["g_weight"] == 0.5 and local["start_step"] == 5000
+    s1 = load_config(ROOT / "configs" / "vqgan_v2_ffhq512.yml")
+    assert s1["network"]["config"] == published_config("VQGANv2")
+    assert s1["train"]["scheduler"] == {"milestones": [500000, 650000], "gamma": 0.5}
+    assert s1["discriminators"][0]["start_step"] == 50000 and s1["losses"]["r1_every"] == 16
+    v1 = load_config(ROOT / "configs" / "vqgan_v1_ffhq512.yml")
+    assert v1["network"]["config"] == published_config("VQGANv1")
+    f1 = load_config(ROOT / "configs" / "vqfr_v1_ffhq512.yml")
+    assert f1["network"]["config"] == published_config("VQFRv1")
+    assert len(f1["discriminators"]) == 4 and f1["losses"]["perceptual"]["style_weight"] == 2000.0

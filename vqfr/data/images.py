@@ -1,0 +1,89 @@
+"""Reading, writing and converting face images for training (RGB, float32 in [0, 1])."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vqfr.errors import VQFRError
+from vqfr.utils.atomic import atomic_write_bytes
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Sorted image files under ``folder`` (hidden files skipped); a clear error if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise VQFRError(f"image folder not found: {folder}")
+    pattern = "**/*" if recursive else "*"
+    files = sorted(
+        p
+        for p in folder.glob(pattern)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+    )
+    if not files:
+        raise VQFRError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {folder}")
+    return files
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes to float32 RGB in [0, 1] (grayscale expanded, alpha dropped)."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise VQFRError(f"cannot decode image {name}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    scale = 65535.0 if arr.dtype == np.uint16 else 255.0
+    return np.ascontiguousarray(arr[:, :, ::-1], dtype=np.float32) / scale
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as float32 RGB in [0, 1]."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise VQFRError(f"cannot read image {path}: {err.strerror or err}") from None
+    return decode_image(data, str(path))
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """Encode float RGB [0, 1] (or uint8 RGB) as PNG bytes."""
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+    if not ok:
+        raise VQFRError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write an RGB image as PNG atomically."""
+    atomic_write_bytes(path, encode_png(img))
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size x size (area filter when shrinking, bicubic when enlarging)."""
+    h, w = img.shape[:2]
+    if (h, w) == (size, size):
+        return img
+    interp = cv2.INTER_AREA if size < min(h, w) else cv2.INTER_CUBIC
+    return np.clip(cv2.resize(img, (size, size), interpolation=interp), 0.0, 1.0)
+
+
+def to_tensor(img: np.ndarray):
+    """(H, W, 3) float RGB [0, 1] -> (3, H, W) float tensor in [-1, 1]."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().mul_(2.0).sub_(1.0)
+
+
+def to_image(t) -> np.ndarray:
+    """(3, H, W) tensor in [-1, 1] -> (H, W, 3) uint8 RGB."""
+    arr = ((t.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,75 @@
+"""Turn a folder of HQ faces into a paired LQ/GT test set with a fixed seed (like CelebA-Test)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vqfr.errors import VQFRError
+from vqfr.utils.atomic import atomic_write_text
+
+from .degradations import DegradationConfig, degrade, sample_rng
+from .images import list_images, read_image, resize_square, write_png
+
+
+@dataclass
+class TestSetReport:
+    written: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+
+def make_paired_testset(
+    hq_root: str | os.PathLike,
+    out_root: str | os.PathLike,
+    degradation: DegradationConfig | None = None,
+    seed: int = 0,
+    size: int | None = 512,
+    overwrite: bool = False,
+    progress=None,
+) -> TestSetReport:
+    """Write ``out/gt/NAME.png`` (resized HQ) and ``out/lq/NAME.png`` (degraded) for each HQ face.
+
+    Image ``NAME`` is degraded with the generator ``(seed, i)`` where ``i`` is its position in
+    the sorted listing, so the set is reproducible. ``out/degradations.json`` records the seed,
+    the config and the parameters drawn for every image. One unreadable file is reported in
+    ``failed`` and does not stop the others. ``size=None`` keeps each image's own size.
+    """
+    hq_root, out_root = Path(hq_root), Path(out_root)
+    files = list_images(hq_root)
+    if out_root.resolve() == hq_root.resolve() or hq_root.resolve() in out_root.resolve().parents:
+        raise VQFRError("the output folder must not be inside the HQ input folder")
+    cfg = degradation or DegradationConfig()
+    report = TestSetReport()
+    records = {}
+    for i, path in enumerate(progress(files) if progress else files):
+        name = str(path.relative_to(hq_root).with_suffix(""))
+        gt_path, lq_path = out_root / "gt" / f"{name}.png", out_root / "lq" / f"{name}.png"
+        if not overwrite and gt_path.exists() and lq_path.exists():
+            report.skipped.append(name)
+            continue
+        try:
+            gt = read_image(path)
+            if size is not None:
+                gt = resize_square(gt, int(size))
+            lq, params = degrade(gt, cfg, sample_rng(seed, i), return_params=True)
+            write_png(gt_path, gt)
+            write_png(lq_path, lq)
+        except VQFRError as err:
+            report.failed[name] = str(err)
+            continue
+        records[name] = params
+        report.written.append(name)
+    meta_path = out_root / "degradations.json"
+    if meta_path.is_file():  # keep the records of images skipped on a re-run
+        try:
+            old = json.loads(meta_path.read_text()).get("images", {})
+            records = {**old, **records}
+        except (ValueError, AttributeError):
+            pass
+    meta = {"seed": int(seed), "size": size, "degradation": cfg.to_dict(), "images": records}
+    out_root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    return report
