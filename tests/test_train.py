@@ -175,6 +175,7 @@ def test_stage1_steps_with_gan_r1_and_export(assets, tmp_path, arch):
     assert got_arch == arch
     ckpt = torch.load(tmp_path / "weights" / "net_g_final.pth", weights_only=True)
     assert set(ckpt) >= {"params_ema", "params", "arch", "config"}
+    assert ckpt["face_size"] == 64  # the restorer runs the network at the size it was trained for
     x = torch.rand(1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
         assert net(x)[0]["dec"].shape == (1, 3, 64, 64)
@@ -205,8 +206,13 @@ def _all_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path):
-    cfg = tiny_cfg(assets, "codebook", "VQGANv2")
+@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1"])
+def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path, arch):
+    cfg = tiny_cfg(assets, "codebook", arch)
+    if arch == "VQGANv1":  # resume inside the k-means phase: reservoir full, re-estimation at steps 2 and 4
+        cfg["network"]["config"]["quantizer_opt"]["Level_32"].update(
+            num_code=8, reservoir_size=12, reestimate_iters=2, reestimate_maxiters=100, warmup_iters=1
+        )
     cfg["discriminators"][0]["start_step"] = 1  # the GAN switches on mid-run, R1 every 2 steps
     cfg["losses"]["r1_every"] = 2
     cfg["train"].update(total_steps=4, scheduler={"milestones": [3], "gamma": 0.5})

@@ -144,14 +144,23 @@ class L2VectorQuantizerKmeans(nn.Module):
         """Re-initialise the codebook by k-means on the reservoir; False if it holds too few vectors."""
         if self.reservoir.shape[0] < self.num_code:
             return False
-        centres = kmeans(self.reservoir, self.num_code, seed=0)
+        centres = kmeans(self.reservoir, self.num_code, seed=0).to(self.embedding.weight)
         if dist.is_available() and dist.is_initialized():
-            dist.broadcast(centres.to(self.embedding.weight.device), src=0)
+            dist.broadcast(centres, src=0)  # every process keeps rank 0's codebook
         with torch.no_grad():
-            self.embedding.weight.copy_(centres.to(self.embedding.weight))
+            self.embedding.weight.copy_(centres)
         self.reservoir = self.reservoir[:0]
         self.seen = 0
         return True
+
+    def training_state(self) -> dict:
+        """The reservoir and its sampler: not weights (not in the state dict), but needed to resume exactly."""
+        return {"reservoir": self.reservoir.detach().cpu(), "seen": self.seen, "generator": self.generator.get_state()}
+
+    def load_training_state(self, state: dict) -> None:
+        self.reservoir = state["reservoir"].to(self.embedding.weight)
+        self.seen = int(state["seen"])
+        self.generator.set_state(state["generator"])
 
     def forward(self, z: Tensor, iters: int = -1) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         z_conv = self.quant_conv(z)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
+from vqfr.nn.quantize import L2VectorQuantizerKmeans
 
 from . import checkpointing as ckpt
 from .config import dump_config
@@ -178,8 +179,13 @@ class Trainer:
                 **{f"d_{a.name}": a.opt.state_dict() for a in self.adversaries},
             },
             "rng": rngs,
+            "quantizers": {name: m.training_state() for name, m in self._kmeans_quantizers()},
             "config": self.cfg,
         }
+
+    def _kmeans_quantizers(self) -> list[tuple[str, L2VectorQuantizerKmeans]]:
+        """The v1 quantizers whose k-means reservoir is part of the training state."""
+        return [(n, m) for n, m in self.g.named_modules() if isinstance(m, L2VectorQuantizerKmeans)]
 
     def _load(self, path: Path) -> None:
         state = ckpt.load_state(path)
@@ -195,6 +201,10 @@ class Trainer:
                 o.load_state_dict(state["optims"][f"g_{k}"])
             for a in self.adversaries:
                 a.opt.load_state_dict(state["optims"][f"d_{a.name}"])
+            saved_quantizers = state.get("quantizers") or {}
+            for name, m in self._kmeans_quantizers():
+                if name in saved_quantizers:
+                    m.load_training_state(saved_quantizers[name])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise VQFRError(f"{path} does not match this config ({first})") from None
@@ -222,7 +232,11 @@ class Trainer:
         from vqfr.nn.checkpoint import save_checkpoint
 
         net = self.ema.module if self.ema is not None else self.g
-        extra = {"params": {k: v.detach().cpu() for k, v in self.g.state_dict().items()}, "step": self.step}
+        extra = {
+            "params": {k: v.detach().cpu() for k, v in self.g.state_dict().items()},
+            "step": self.step,
+            "face_size": int(self.cfg["data"]["train"]["size"]),  # the restorer runs the net at this size
+        }
         save_checkpoint(path, net, arch=self.arch, config=self.cfg["network"]["config"], extra=extra)
 
     # ------------------------------------------------------------------ one step
