@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
             raise VQFRError("--bg-upsampler realesrgan needs --bg-weights PATH (e.g. RealESRGAN_x2plus.pth)")
         from vqfr.restore.background import RealESRGANUpsampler
 
-        bg = RealESRGANUpsampler(args.bg_weights, half=args.half)
+        bg = RealESRGANUpsampler(args.bg_weights, device=args.device, half=args.half)
     restorer = FaceRestorer(
         model=args.model or DEFAULT_MODEL,
         weights=args.weights,
