@@ -8,12 +8,12 @@ of the file's SHA-256. Where no such digits are published we say so and check no
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqfr.errors import VQFRError
+from vqfr.utils.download import download_url, sha256_file, sha256_matches
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,7 @@ ARCFACE_R18 = StandardFile(
 STANDARD_FILES = (LPIPS_VGG16, LPIPS_LINEAR, FID_INCEPTION, FID_FFHQ512_STATS, ARCFACE_R18)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_of = sha256_file  # hex SHA-256 of a file, read in chunks (the public name of this module)
 
 
 def check_file(path: str | os.PathLike, spec: StandardFile) -> str:
@@ -90,12 +84,17 @@ def check_file(path: str | os.PathLike, spec: StandardFile) -> str:
     if not path.is_file():
         raise VQFRError(f"{spec.option}: no such file: {path}")
     digest = sha256_of(path)
-    if spec.sha256_prefix and path.name == spec.filename and not digest.startswith(spec.sha256_prefix):
+    if path.name == spec.filename:
+        _check_published_sum(path, digest, spec)
+    return digest
+
+
+def _check_published_sum(path: Path, digest: str, spec: StandardFile) -> None:
+    if spec.sha256_prefix and not sha256_matches(digest, spec.sha256_prefix):
         raise VQFRError(
             f"{spec.option}: {path} is corrupt or not the published file "
             f"(SHA-256 starts {digest[:8]}, the published one starts {spec.sha256_prefix})"
         )
-    return digest
 
 
 def load_torch_file(path: str | os.PathLike, spec: StandardFile) -> object:
@@ -159,25 +158,18 @@ def default_cache_dir() -> Path:
 
 def download(spec: StandardFile, cache_dir: str | os.PathLike | None = None) -> Path:
     """Fetch a standard file with a public URL into the cache (atomically, checked); return its path."""
-    import urllib.request
-
-    from vqfr.utils.atomic import atomic_open
-
     if spec.url is None:
         raise VQFRError(f"{spec.filename} has no public download URL; pass it with {spec.option} PATH")
     target = Path(cache_dir or default_cache_dir()) / spec.filename
     if target.is_file():
         check_file(target, spec)
         return target
+
+    def check(_tmp: Path, digest: str) -> None:  # runs before the rename: a bad download is never kept
+        _check_published_sum(target, digest, spec)
+
     try:
-        with urllib.request.urlopen(spec.url, timeout=60) as response, atomic_open(target, "wb") as f:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                f.write(chunk)
+        download_url(spec.url, target, check=check, timeout=60)
     except OSError as err:
         raise VQFRError(f"cannot download {spec.url}: {err}") from None
-    try:
-        check_file(target, spec)
-    except VQFRError:
-        target.unlink(missing_ok=True)
-        raise
     return target

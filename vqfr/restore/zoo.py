@@ -7,16 +7,14 @@ before the file is moved into place). Offline, the error names the exact path to
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import tempfile
 import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from vqfr.errors import VQFRError
+from vqfr.utils.download import download_url, sha256_file, sha256_matches
 
 
 @dataclass(frozen=True)
@@ -137,12 +135,7 @@ def _missing_message(entry: ZooModel, target: Path, why: str) -> str:
     )
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = sha256_file  # the public name this module has always had
 
 
 def verify_checksum(path: Path, entry: ZooModel, digest: str | None = None) -> str | None:
@@ -151,7 +144,7 @@ def verify_checksum(path: Path, entry: ZooModel, digest: str | None = None) -> s
         return None
     digest = digest or file_sha256(path)
     expected = entry.sha256 or entry.sha256_prefix
-    if not digest.startswith(expected.lower()):
+    if not sha256_matches(digest, expected):
         raise VQFRError(
             f"{path} has SHA-256 {digest[:16]}..., expected {expected[:16]}...: the file is damaged or not "
             f"{entry.filename}; delete it and download it again"
@@ -161,35 +154,8 @@ def verify_checksum(path: Path, entry: ZooModel, digest: str | None = None) -> s
 
 def download_file(url: str, target: Path, entry: ZooModel | None = None, progress: bool = True) -> Path:
     """Stream ``url`` into ``target``: temp file beside it, checksum verified, then renamed into place."""
-    from tqdm import tqdm
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            bar = tqdm(
-                total=total,
-                unit="B",
-                unit_scale=True,
-                desc=f"downloading {target.name}",
-                disable=not progress or not sys.stderr.isatty(),
-            )
-            with bar:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            out.flush()
-            os.fsync(out.fileno())
-        if entry is not None:
-            verify_checksum(Path(tmp), entry, digest.hexdigest())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    check = None if entry is None else (lambda tmp, digest: verify_checksum(tmp, entry, digest))
+    digest = download_url(url, target, check=check, progress=progress)
     if entry is not None and entry.sha256 is None:
-        print(f"vqfr: saved {target} (sha256 {digest.hexdigest()})", file=sys.stderr)
+        print(f"vqfr: saved {target} (sha256 {digest})", file=sys.stderr)
     return target
