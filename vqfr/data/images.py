@@ -9,9 +9,8 @@ import cv2
 import numpy as np
 
 from vqfr.errors import VQFRError
+from vqfr.io import IMAGE_EXTENSIONS
 from vqfr.utils.atomic import atomic_write_bytes
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:

@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 
 from vqfr.errors import VQFRError
+from vqfr.io import IMAGE_EXTENSIONS
 from vqfr.metrics import weights as W
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 # name -> (needs ground truth, lower is better, unit/description)
 METRICS: dict[str, tuple[bool, bool, str]] = {
