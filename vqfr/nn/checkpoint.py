@@ -177,12 +177,18 @@ def load_network(
 
 
 def _assign_weights(net: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
-    """Give a meta-device network the checkpoint's tensors and real (zeroed) non-persistent buffers."""
-    net.load_state_dict(sd, strict=True, assign=True)
-    for module in net.modules():
-        for name, buf in list(module._buffers.items()):
-            if buf is not None and buf.is_meta:
-                module._buffers[name] = torch.zeros(buf.shape, dtype=buf.dtype)
+    """Give a meta-device network fresh memory and copy the checkpoint in (no initialisation run).
+
+    The network owns its tensors (nothing aliases the loaded dict), and non-persistent buffers
+    start at zero as after construction.
+    """
+    net.to_empty(device="cpu")
+    net.load_state_dict(sd, strict=True)
+    persistent = set(net.state_dict())
+    with torch.no_grad():
+        for name, buf in net.named_buffers():
+            if name not in persistent:  # counters and reservoirs start empty, as after construction
+                buf.zero_()
     return net
 
 
