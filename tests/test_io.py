@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import cv2
 import numpy as np
@@ -100,6 +101,28 @@ def test_pixel_limit_refused_before_decoding(tmp_path):
     with pytest.raises(VQFRError, match=r"6\.0 megapixels.*--max-pixels"):
         read_image(path, max_pixels=5_000_000)
     assert read_image(path, max_pixels=None).pixels.shape == (2000, 3000)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that claims a size in its IHDR and holds no pixel data (a decompression-bomb probe)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [12_000, 60_000])  # under and over Pillow's own bomb error threshold
+def test_huge_header_gets_our_message_and_no_pillow_warning(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_header_only(side, side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a DecompressionBombWarning would fail the test
+        with pytest.raises(VQFRError, match=r"megapixels, above the limit of 100\.0 megapixels.*--max-pixels"):
+            read_image(path)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])

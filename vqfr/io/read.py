@@ -9,6 +9,7 @@ before any pixel is decoded, so a decompression bomb costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -77,7 +78,8 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int | None = DEFAU
     name = "image" if isinstance(source, bytes) else str(source)
     data = source if isinstance(source, bytes) else _read_bytes(Path(source))
     try:
-        im = Image.open(io.BytesIO(data))
+        with _own_size_limit():  # our limit is checked below, with a message that says what to do
+            im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         raise VQFRError(f"{name}: not an image, or a format that cannot be read") from None
     except (OSError, ValueError, SyntaxError) as err:
@@ -170,16 +172,25 @@ def _decode_16bit_color(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray 
     return cv2.cvtColor(arr[..., :3], cv2.COLOR_BGR2RGB), None
 
 
-def _decode_pillow(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    # The size was checked against our own limit; Pillow's bomb guard would only repeat it.
+@contextlib.contextmanager
+def _own_size_limit():
+    """Switch off Pillow's decompression-bomb guard (warning and error) while we apply our own limit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         saved_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved_limit
+
+
+def _decode_pillow(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    # The size was checked against our own limit; Pillow's bomb guard would only repeat it.
+    with _own_size_limit():
         saved_truncated, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
         try:
             im.load()
         finally:
-            Image.MAX_IMAGE_PIXELS = saved_limit
             ImageFile.LOAD_TRUNCATED_IMAGES = saved_truncated
     mode = im.mode
     if mode == "P" or mode == "PA":
