@@ -216,6 +216,10 @@ def test_bad_arguments_are_one_line_errors(restorer, tiny_v2):
         restorer.restore(np.zeros((8, 8, 3), np.int64))
     with pytest.raises(VQFRError, match="batch size"):
         FaceRestorer(model=str(tiny_v2), batch_size=0)
+    with pytest.raises(VQFRError, match="image array is empty"):
+        restorer.restore(np.zeros((0, 0, 3), np.uint8))
+    with pytest.raises(VQFRError, match="eye distance must be >= 0"):
+        FaceRestorer(model=str(tiny_v2), min_eye_distance=-1)
 
 
 @needs_data
@@ -424,6 +428,14 @@ def test_cli_refuses_output_inside_input_folder(tiny_v2, tmp_path, capsys):
     rc = main(["restore", "-i", str(inp / "x.png"), "-o", str(inp), "--model", str(tiny_v2)])
     assert rc == 2 and "is the folder of the input" in capsys.readouterr().err
     assert sorted(p.name for p in inp.iterdir()) == ["x.png"]
+    # an existing file where the output folder should be: refused before the model loads
+    blocker = tmp_path / "taken.png"
+    blocker.write_bytes(b"not a folder")
+    for out in (blocker, blocker / "sub"):
+        rc = main(["restore", "-i", str(inp / "x.png"), "-o", str(out), "--model", str(tmp_path / "missing.pth")])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{blocker} is a file" in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_bytes() == b"not a folder"
 
 
 def test_collect_inputs_recursive_glob_and_name_clashes(tmp_path):

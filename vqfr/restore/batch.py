@@ -70,8 +70,12 @@ def _glob_root(pattern: str) -> Path | None:
 
 
 def check_output_folder(outdir: Path, inputs: InputSet) -> None:
-    """Refuse an output folder that is an input folder or inside one, so inputs are never touched."""
+    """Refuse an output folder that is an input folder or inside one, so inputs are never touched;
+    and one that cannot be a folder (an existing file on the path)."""
     out = outdir.expanduser().resolve()
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            raise VQFRError(f"output folder {outdir} cannot be created: {path} is a file")
     for folder in inputs.folders:
         folder = folder.resolve()
         if out == folder or folder in out.parents:

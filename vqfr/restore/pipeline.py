@@ -100,6 +100,8 @@ def as_loaded_image(image) -> LoadedImage:
             arr = np.rint(arr * 255.0).astype(np.uint8)
         else:
             raise VQFRError(f"image array must be uint8, uint16 or float in [0, 1], got {arr.dtype}")
+    if arr.size == 0:
+        raise VQFRError(f"image array is empty (shape {arr.shape})")
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
@@ -171,6 +173,8 @@ class FaceRestorer:
             raise VQFRError(f"batch size must be at least 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.only_center_face = bool(only_center_face)
+        if not float(min_eye_distance) >= 0:  # also rejects NaN
+            raise VQFRError(f"minimum eye distance must be >= 0 pixels, got {min_eye_distance}")
         self.min_eye_distance = float(min_eye_distance)
         self.bg_upsampler = bg_upsampler
         self.max_pixels = max_pixels
