@@ -6,7 +6,12 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="show versions, devices and where weights are looked up")
+    p = sub.add_parser(
+        "info",
+        help="show versions, devices and where weights are looked up",
+        description="Print the vqfr and torch versions, the devices torch can use, the weights folder "
+        "($VQFR_HOME, default ~/.cache/vqfr) and which released models are already in it.",
+    )
     p.set_defaults(func=run)
 
 
