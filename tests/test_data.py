@@ -130,3 +130,90 @@ def test_dataset_errors(tmp_path):
     _faces(tmp_path / "hq", n=1)
     with pytest.raises(VQFRError, match="multiple of 32"):
         HQFaceDataset(tmp_path / "hq", 50)
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqfr degrade: error:") and "\n" not in err, err
+    return err
+
+
+def test_empty_image_is_skipped_by_degrade_and_named_by_the_dataset(tmp_path, capsys):
+    from vqfr.data.images import decode_image
+
+    for data in (b"", b"\x89PNG\r\n\x1a\n"):
+        with pytest.raises(VQFRError, match="cannot decode image x.png"):
+            decode_image(data, "x.png")
+    _faces(tmp_path / "hq", n=2, size=64)
+    (tmp_path / "hq" / "empty.png").write_bytes(b"")
+    rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"])
+    captured = capsys.readouterr()
+    assert rc == 0 and "wrote 2 pairs" in captured.out and "1 failed" in captured.out
+    assert "skipped empty: cannot decode image" in captured.err and "empty" in captured.err
+    ds = HQFaceDataset(tmp_path / "hq", 64)
+    bad = ds.source.names.index("empty")
+    with pytest.raises(VQFRError, match=r"empty\.png.*empty"):
+        ds[bad]
+
+
+def test_degrade_cli_rejects_bad_paths_configs_and_ranges(tmp_path, capsys):
+    _faces(tmp_path / "hq", n=1, size=64)
+    hq, out = str(tmp_path / "hq"), str(tmp_path / "out")
+    err = _one_line_error(capsys, ["degrade", str(tmp_path / "hq" / "face0.png"), out])
+    assert "is not a folder" in err and "not found" not in err
+    (tmp_path / "afile").write_text("x")
+    assert "not a folder" in _one_line_error(capsys, ["degrade", hq, str(tmp_path / "afile")])
+    train_cfg = tmp_path / "train.yml"
+    train_cfg.write_text("stage: codebook\ndata:\n  train:\n    root: /data/ffhq\n    size: 512\n")
+    assert "no degradation settings" in _one_line_error(capsys, ["degrade", hq, out, "--config", str(train_cfg)])
+    (tmp_path / "empty.yml").write_text("")
+    assert "no degradation settings" in _one_line_error(
+        capsys, ["degrade", hq, out, "--config", str(tmp_path / "empty.yml")]
+    )
+    for flags in (
+        ["--blur-sigma", "nan", "3"],
+        ["--blur-sigma", "1", "inf"],
+        ["--noise", "-5", "3"],
+        ["--noise", "0", "nan"],
+        ["--downsample", "0", "4"],
+        ["--jpeg", "0", "100"],
+    ):
+        _one_line_error(capsys, ["degrade", hq, out, *flags])
+    assert not (tmp_path / "out").exists()
+    # a training config with a degradation block is used
+    train_cfg.write_text("data:\n  train:\n    degradation: {noise_range: [1, 2], jpeg_range: [50, 60]}\n")
+    assert main(["degrade", hq, out, "--size", "64", "--config", str(train_cfg)]) == 0
+    import json
+
+    meta = json.loads((tmp_path / "out" / "degradations.json").read_text())
+    assert meta["degradation"]["noise_range"] == [1, 2] and 50 <= meta["images"]["face0"]["jpeg_quality"] <= 60
+
+
+def test_rerun_with_other_options_is_refused_unless_overwrite(tmp_path, capsys):
+    import json
+
+    _faces(tmp_path / "hq", n=2, size=64)
+    hq, out = str(tmp_path / "hq"), str(tmp_path / "out")
+    assert main(["degrade", hq, out, "--size", "64", "--seed", "1", "--noise", "0", "5"]) == 0
+    meta_path = tmp_path / "out" / "degradations.json"
+    before = meta_path.read_text()
+    lq_before = (tmp_path / "out" / "lq" / "face0.png").read_bytes()
+    for other in (["--seed", "2", "--noise", "0", "5"], ["--seed", "1", "--noise", "0", "9"], ["--seed", "1"]):
+        err = _one_line_error(capsys, ["degrade", hq, out, "--size", "64", *other])
+        assert "--overwrite" in err and "different" in err
+    _one_line_error(capsys, ["degrade", hq, out, "--size", "32", "--seed", "1", "--noise", "0", "5"])
+    assert meta_path.read_text() == before
+    # same options: existing pairs are kept and skipped
+    capsys.readouterr()
+    assert main(["degrade", hq, out, "--size", "64", "--seed", "1", "--noise", "0", "5"]) == 0
+    assert "2 already present" in capsys.readouterr().out
+    assert json.loads(meta_path.read_text()) == json.loads(before)
+    # --overwrite redoes everything and records the new options
+    assert main(["degrade", hq, out, "--size", "64", "--seed", "2", "--noise", "0", "9", "--overwrite"]) == 0
+    meta = json.loads(meta_path.read_text())
+    assert meta["seed"] == 2 and meta["degradation"]["noise_range"] == [0.0, 9.0]
+    assert (tmp_path / "out" / "lq" / "face0.png").read_bytes() != lq_before
+    meta_path.write_text("{broken")
+    assert "cannot read" in _one_line_error(capsys, ["degrade", hq, out, "--size", "64", "--seed", "2"])

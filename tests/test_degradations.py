@@ -90,9 +90,28 @@ def test_colour_jitter_and_gray():
         {"kernel_list": ["iso", "box"], "kernel_prob": [0.5, 0.5]},
         {"kernel_prob": [1.0]},
         {"typo_range": [1, 2]},
+        {"blur_sigma": [float("nan"), 3]},
+        {"blur_sigma": [1, float("inf")]},
+        {"downsample_range": [1, float("nan")]},
+        {"downsample_range": [0, 4]},
+        {"noise_range": [-5, 3]},
+        {"noise_range": [0, float("inf")]},
+        {"jpeg_range": [30, float("nan")]},
+        {"blur_sigma": ["abc", 3]},
+        {"blur_sigma": 3},
+        {"kernel_prob": [-1.0, 2.0]},
+        {"gray_prob": 1.5},
+        {"color_jitter_shift": float("nan")},
     ],
 )
 def test_bad_options_are_one_line_errors(bad):
     with pytest.raises(VQFRError) as err:
         DegradationConfig.from_dict(bad)
     assert "\n" not in str(err.value)
+
+
+def test_published_ranges_still_accepted():
+    # VQFRv1's recipe downsamples from 0.8 (a slight upscale), so scales below 1 stay valid
+    cfg = DegradationConfig.from_dict({"blur_sigma": [0.1, 10], "downsample_range": [0.8, 8], "noise_range": [0, 20]})
+    out = degrade(_face(), cfg, sample_rng(0, 1))
+    assert out.shape == (64, 64, 3) and np.isfinite(out).all()

@@ -42,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, yaml.YAMLError) as err:
             raise VQFRError(f"cannot read degradation config {args.config}: {type(err).__name__}") from None
         if isinstance(loaded, dict) and "data" in loaded:  # a whole training config
-            loaded = (loaded.get("data", {}).get("train", {}) or {}).get("degradation") or {}
+            train = loaded["data"].get("train") if isinstance(loaded["data"], dict) else None
+            loaded = train.get("degradation") if isinstance(train, dict) else None
+            if loaded is None:
+                raise VQFRError(f"{args.config} has no degradation settings (no data.train.degradation block)")
         if not isinstance(loaded, dict):
             raise VQFRError(f"{args.config} must hold a mapping of degradation options")
+        if not loaded:
+            raise VQFRError(f"{args.config} has no degradation settings")
         opts.update(loaded)
     for flag, key in (
         ("blur_sigma", "blur_sigma"),

@@ -37,12 +37,18 @@ class DegradationConfig:
     gray_prob: float = 0.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.kernel_size, bool) or not isinstance(self.kernel_size, int):
+            raise VQFRError(f"degradation kernel_size must be an odd integer >= 3, got {self.kernel_size!r}")
         if self.kernel_size % 2 != 1 or self.kernel_size < 3:
             raise VQFRError(f"degradation kernel_size must be odd and >= 3, got {self.kernel_size}")
+        if isinstance(self.kernel_list, str) or not isinstance(self.kernel_list, (list, tuple)):
+            raise VQFRError("degradation kernel_list must be a list such as [iso, aniso]")
         self.kernel_list = tuple(self.kernel_list)
-        self.kernel_prob = tuple(float(p) for p in self.kernel_prob)
+        self.kernel_prob = tuple(_number("kernel_prob", p) for p in _sequence("kernel_prob", self.kernel_prob))
         if len(self.kernel_list) != len(self.kernel_prob) or not self.kernel_list:
             raise VQFRError("degradation kernel_list and kernel_prob must have the same, non-zero length")
+        if any(p < 0 for p in self.kernel_prob) or sum(self.kernel_prob) <= 0:
+            raise VQFRError("degradation kernel_prob must be non-negative with a positive sum")
         unknown = set(self.kernel_list) - {"iso", "aniso"}
         if unknown:
             raise VQFRError(f"unknown blur kernel type(s) {sorted(unknown)}; use 'iso' and/or 'aniso'")
@@ -50,15 +56,27 @@ class DegradationConfig:
             value = getattr(self, name)
             if value is None:
                 continue
-            if len(value) != 2 or float(value[0]) > float(value[1]):
-                raise VQFRError(f"degradation {name} must be [low, high] with low <= high, got {value}")
+            value = _sequence(name, value)
+            if len(value) != 2:
+                raise VQFRError(f"degradation {name} must be [low, high], got {list(value)}")
+            lo, hi = _number(name, value[0]), _number(name, value[1])
+            if lo > hi:
+                raise VQFRError(f"degradation {name} must be [low, high] with low <= high, got {list(value)}")
             setattr(self, name, (value[0], value[1]))
-        if self.blur_sigma[0] <= 0:
+        if self.blur_sigma is None or float(self.blur_sigma[0]) <= 0:
             raise VQFRError("degradation blur_sigma must be positive")
-        if self.downsample_range[0] <= 0:
+        # Scales below 1 are legitimate: the VQFRv1 recipe draws from [0.8, 8].
+        if self.downsample_range is None or float(self.downsample_range[0]) <= 0:
             raise VQFRError("degradation downsample_range must be positive")
-        if self.jpeg_range is not None and not (1 <= self.jpeg_range[0] <= self.jpeg_range[1] <= 100):
+        if self.noise_range is not None and float(self.noise_range[0]) < 0:
+            raise VQFRError("degradation noise_range must be >= 0")
+        if self.jpeg_range is not None and not (1 <= float(self.jpeg_range[0]) <= float(self.jpeg_range[1]) <= 100):
             raise VQFRError("degradation jpeg_range must lie in [1, 100]")
+        for name, top in (("color_jitter_prob", 1.0), ("color_jitter_shift", 255.0), ("gray_prob", 1.0)):
+            value = _number(name, getattr(self, name))
+            if not 0 <= value <= top:
+                raise VQFRError(f"degradation {name} must lie in [0, {top:g}], got {value}")
+            setattr(self, name, value)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DegradationConfig:
@@ -73,6 +91,23 @@ class DegradationConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def _sequence(name: str, value) -> tuple:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise VQFRError(f"degradation {name} must be a list of numbers, got {value!r}")
+    return tuple(value)
+
+
+def _number(name: str, value) -> float:
+    """``value`` as a finite float, or a one-line error naming the option."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise VQFRError(f"degradation {name} must hold numbers, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(out):
+        raise VQFRError(f"degradation {name} must hold finite numbers, got {value!r}")
+    return out
 
 
 # ---------------------------------------------------------------- blur kernels

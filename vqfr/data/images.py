@@ -16,8 +16,10 @@ from vqfr.utils.atomic import atomic_write_bytes
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Sorted image files under ``folder`` (hidden files skipped); a clear error if there are none."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if not folder.exists():
         raise VQFRError(f"image folder not found: {folder}")
+    if not folder.is_dir():
+        raise VQFRError(f"{folder} is not a folder (give a folder of images)")
     pattern = "**/*" if recursive else "*"
     files = sorted(
         p
@@ -31,9 +33,14 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes to float32 RGB in [0, 1] (grayscale expanded, alpha dropped)."""
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if arr is None:
-        raise VQFRError(f"cannot decode image {name}")
+    if not data:
+        raise VQFRError(f"cannot decode image {name}: the file is empty")
+    try:
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:  # OpenCV asserts on some malformed buffers instead of returning None
+        arr = None
+    if arr is None or arr.size == 0:
+        raise VQFRError(f"cannot decode image {name}: not a readable image")
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     elif arr.shape[2] == 4:

@@ -36,12 +36,19 @@ def make_paired_testset(
     the sorted listing, so the set is reproducible. ``out/degradations.json`` records the seed,
     the config and the parameters drawn for every image. One unreadable file is reported in
     ``failed`` and does not stop the others. ``size=None`` keeps each image's own size.
+    Pairs already in ``out_root`` are skipped (redone with ``overwrite``); an existing set made
+    with another seed, size or degradation is refused unless ``overwrite``.
     """
     hq_root, out_root = Path(hq_root), Path(out_root)
     files = list_images(hq_root)
     if out_root.resolve() == hq_root.resolve() or hq_root.resolve() in out_root.resolve().parents:
         raise VQFRError("the output folder must not be inside the HQ input folder")
+    if out_root.exists() and not out_root.is_dir():
+        raise VQFRError(f"output {out_root} exists and is not a folder")
     cfg = degradation or DegradationConfig()
+    meta_path = out_root / "degradations.json"
+    options = {"seed": int(seed), "size": size, "degradation": cfg.to_dict()}
+    old_records = _existing_records(meta_path, options, strict=not overwrite)
     report = TestSetReport()
     records = {}
     for i, path in enumerate(progress(files) if progress else files):
@@ -57,19 +64,39 @@ def make_paired_testset(
             lq, params = degrade(gt, cfg, sample_rng(seed, i), return_params=True)
             write_png(gt_path, gt)
             write_png(lq_path, lq)
-        except VQFRError as err:
-            report.failed[name] = str(err)
+        except (VQFRError, OSError) as err:
+            report.failed[name] = str(err) if isinstance(err, VQFRError) else f"{err.strerror or err}"
             continue
         records[name] = params
         report.written.append(name)
-    meta_path = out_root / "degradations.json"
-    if meta_path.is_file():  # keep the records of images skipped on a re-run
-        try:
-            old = json.loads(meta_path.read_text()).get("images", {})
-            records = {**old, **records}
-        except (ValueError, AttributeError):
-            pass
-    meta = {"seed": int(seed), "size": size, "degradation": cfg.to_dict(), "images": records}
+    meta = {**options, "images": {**old_records, **records}}  # keep the records of images skipped on a re-run
     out_root.mkdir(parents=True, exist_ok=True)
     atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
     return report
+
+
+def _existing_records(meta_path: Path, options: dict, strict: bool = True) -> dict:
+    """The per-image records of an existing test set made with the same ``options``.
+
+    Skipping existing pairs is only honest when they were made with the same seed, size and
+    degradation ranges; otherwise ``degradations.json`` would describe images it did not make.
+    A different or unreadable record is an error when ``strict``, else dropped (overwrite).
+    """
+    if not meta_path.exists():
+        return {}
+    hint = "use --overwrite (overwrite=True) or a new output folder"
+    try:
+        old = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        old = None
+    if not isinstance(old, dict) or not isinstance(old.get("images", {}), dict):
+        if not strict:
+            return {}
+        raise VQFRError(f"cannot read {meta_path} as a degradations record; {hint}")
+    current = json.loads(json.dumps(options))  # tuples -> lists, as stored
+    changed = [key for key in ("seed", "size", "degradation") if old.get(key) != current[key]]
+    if changed:
+        if not strict:
+            return {}
+        raise VQFRError(f"{meta_path.parent} holds a test set made with a different {'/'.join(changed)}; {hint}")
+    return old.get("images", {})
