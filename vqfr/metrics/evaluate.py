@@ -8,9 +8,14 @@ rotation), so PSNR/SSIM/NIQE equal BasicSR's numbers on the same files.
 
 from __future__ import annotations
 
+import io
+import multiprocessing
 import os
+import sys
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +25,7 @@ import numpy as np
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS
 from vqfr.metrics import weights as W
+from vqfr.metrics.psnr_ssim import check_crop_border
 
 # name -> (needs ground truth, lower is better, unit/description)
 METRICS: dict[str, tuple[bool, bool, str]] = {
@@ -79,6 +85,7 @@ class Evaluation:
     fid: float | None = None
     fid_reference: str | None = None
     settings: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # how the run went, when it matters (e.g. a worker fallback)
 
     def values(self, metric: str) -> list[float]:
         return [r.values[metric] for r in self.results if metric in r.values]
@@ -139,7 +146,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise VQFRError(f"cannot read {path}: {err.strerror or err}") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as err:  # OpenCV refuses images above its size limits with an assertion
+        size = header_size(data.tobytes())
+        if size is not None:
+            raise VQFRError(
+                f"cannot read {path}: too large to decode: {size[0]}x{size[1]} pixels "
+                "(OpenCV's limit is set by CV_IO_MAX_IMAGE_PIXELS)"
+            ) from None
+        raise VQFRError(f"cannot read {path}: OpenCV cannot decode it ({(err.err or str(err)).strip()})") from None
     if img is None:
         raise VQFRError(f"cannot read {path}: not a decodable image")
     if img.dtype != np.uint8:
@@ -149,6 +165,25 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     elif img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
     return img
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an encoded image's header, without decoding pixels; None if unknown."""
+    from PIL import Image
+
+    # Pillow refuses (or warns about) huge images on open; here only the header is read, so its
+    # decompression-bomb limit is lifted for this one call.
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+    except Exception:
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
 
 
 def _bgr3(img: np.ndarray) -> np.ndarray:
@@ -253,7 +288,6 @@ class PairScorer:
 
     def _score(self, pair: Pair, result: PairResult) -> None:
         from vqfr.metrics.niqe import calculate_niqe
-        from vqfr.metrics.psnr_ssim import psnr_ssim_pair
 
         o, v = self.options, result.values
         restored = read_image(pair.restored)
@@ -266,15 +300,22 @@ class PairScorer:
         if gt is not None and restored.ndim != gt.ndim:
             restored, gt = _bgr3(restored), _bgr3(gt)
 
-        if gt is not None and ("psnr" in self.active or "ssim" in self.active):
+        if o.crop_border and {"psnr", "ssim", "niqe"} & set(self.active):
             try:
-                psnr, ssim = psnr_ssim_pair(restored, gt, o.crop_border, o.test_y_channel, o.correct_mean_var)
+                check_crop_border(restored.shape[:2], o.crop_border)
             except ValueError as err:
                 raise VQFRError(str(err)) from None
-            if "psnr" in self.active:
-                v["psnr"] = psnr
-            if "ssim" in self.active:
-                v["ssim"] = ssim
+        if gt is not None and {"psnr", "ssim"} & set(self.active):
+            from vqfr.metrics.psnr_ssim import calculate_psnr, calculate_ssim, psnr_ssim_inputs
+
+            ref, res = psnr_ssim_inputs(restored, gt, o.test_y_channel, o.correct_mean_var)
+            try:
+                if "psnr" in self.active:
+                    v["psnr"] = calculate_psnr(ref, res, crop_border=o.crop_border)
+                if "ssim" in self.active:  # its minimum size is checked only when it is asked for
+                    v["ssim"] = calculate_ssim(ref, res, crop_border=o.crop_border)
+            except ValueError as err:
+                raise VQFRError(str(err)) from None
         if "niqe" in self.active:
             try:
                 v["niqe"] = calculate_niqe(restored, o.crop_border, input_order="HW" if restored.ndim == 2 else "HWC")
@@ -359,6 +400,7 @@ def evaluate(
 
         ref_stats = load_stats(options.fid_stats)  # fail early on a bad file
     scored: list[PairResult] = []
+    notes: list[str] = []
     # Built here even for the worker pool: a bad weight file then fails as a one-line error, not
     # as a broken pool.
     scorer = PairScorer(options, active, fid_on_gt, fid_extract)
@@ -368,18 +410,14 @@ def evaluate(
             if progress:
                 progress(len(scored), len(pairs))
     else:
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # safe with torch and dlib state in the parent
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(pairs)),
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(options, active, fid_on_gt, fid_extract),
-        ) as pool:
-            futures = [pool.submit(_score_in_worker, p) for p in pairs]
-            for future in as_completed(futures):
-                scored.append(future.result())
+        done = _score_in_pool(pairs, workers, (options, active, fid_on_gt, fid_extract), scored, progress)
+        if len(done) < len(pairs):  # the pool broke: score what is left here, slower but complete
+            left = [p for i, p in enumerate(pairs) if i not in done]
+            notes.append(
+                f"worker processes failed; scored {len(left)} of {len(pairs)} image(s) in this process instead"
+            )
+            for pair in left:
+                scored.append(scorer(pair))
                 if progress:
                     progress(len(scored), len(pairs))
 
@@ -387,10 +425,45 @@ def evaluate(
     problems += [(r.pair.name, r.error) for r in scored if r.error is not None]
     problems.sort()
 
-    evaluation = Evaluation(results, problems, options.metrics, unavailable, settings=_settings(options, workers))
+    evaluation = Evaluation(
+        results, problems, options.metrics, unavailable, settings=_settings(options, workers), notes=notes
+    )
     if "fid" in active:
         _finish_fid(evaluation, options, ref_stats if options.fid_stats is not None else None)
     return evaluation
+
+
+def start_method(device: str) -> str:
+    """The multiprocessing start method for the worker pool.
+
+    "spawn" re-imports the caller's ``__main__``, which re-runs a script that calls
+    :func:`evaluate` without an ``if __name__ == "__main__":`` guard and breaks the pool. "fork"
+    does not, so it is used on Linux for CPU work; CUDA cannot be used after a fork, and macOS
+    and Windows have no safe fork, so those get "spawn".
+    """
+    cuda_started = "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized()
+    if sys.platform.startswith("linux") and device == "cpu" and not cuda_started:
+        return "fork"
+    return "spawn"
+
+
+def _score_in_pool(pairs: list[Pair], workers: int, initargs: tuple, scored: list, progress) -> set[int]:
+    """Score ``pairs`` in worker processes, appending to ``scored``; the indices done (all, unless the pool broke)."""
+    done: set[int] = set()
+    ctx = multiprocessing.get_context(start_method(initargs[0].device))
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(pairs)), mp_context=ctx, initializer=_init_worker, initargs=initargs
+        ) as pool:
+            futures = {pool.submit(_score_in_worker, p): i for i, p in enumerate(pairs)}
+            for future in as_completed(futures):
+                scored.append(future.result())
+                done.add(futures[future])
+                if progress:
+                    progress(len(scored), len(pairs))
+    except BrokenProcessPool:
+        pass
+    return done
 
 
 def _finish_fid(evaluation: Evaluation, options: EvalOptions, ref_stats) -> None:

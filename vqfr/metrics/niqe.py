@@ -18,7 +18,7 @@ from scipy.ndimage import convolve
 from scipy.special import gamma
 
 from vqfr.metrics.matlab_resize import imresize
-from vqfr.metrics.psnr_ssim import reorder_image, to_y_channel
+from vqfr.metrics.psnr_ssim import check_crop_border, reorder_image, to_y_channel
 
 PARAMS_PATH = Path(__file__).with_name("niqe_pris_params.npz")
 BLOCK = 96
@@ -118,7 +118,9 @@ def calculate_niqe(
             img = to_y_channel(img)
         elif img.shape[2] == 3:
             img = cv2.cvtColor(img / 255.0, cv2.COLOR_BGR2GRAY) * 255.0
-        img = np.squeeze(img)
+        if img.ndim == 3:  # HxWx1; not np.squeeze, which would also drop a 1-pixel height or width
+            img = img[..., 0]
+    check_crop_border(img.shape[:2], crop_border)
     if crop_border:
         img = img[crop_border:-crop_border, crop_border:-crop_border]
     img = img.round()

@@ -44,11 +44,21 @@ def to_y_channel(img: np.ndarray) -> np.ndarray:
     return img * 255.0
 
 
+def check_crop_border(shape_hw: tuple[int, int], crop_border: int) -> None:
+    """Raise ValueError when cropping ``crop_border`` pixels at each edge leaves no pixel of an HxW image."""
+    h, w = shape_hw
+    if crop_border < 0:
+        raise ValueError(f"crop border must be >= 0, got {crop_border}")
+    if 2 * crop_border >= min(h, w):
+        raise ValueError(f"crop border {crop_border} leaves nothing of a {w}x{h} image")
+
+
 def _prepare(img, img2, crop_border: int, input_order: str, test_y_channel: bool):
     if img.shape != img2.shape:
         raise ValueError(f"image shapes differ: {img.shape} vs {img2.shape}")
     img = reorder_image(img, input_order)
     img2 = reorder_image(img2, input_order)
+    check_crop_border(img.shape[:2], crop_border)
     if crop_border:
         img = img[crop_border:-crop_border, crop_border:-crop_border, ...]
         img2 = img2[crop_border:-crop_border, crop_border:-crop_border, ...]
@@ -134,18 +144,13 @@ def correct_mean_var(restored: np.ndarray, gt: np.ndarray) -> np.ndarray:
     return out.reshape(restored.shape)
 
 
-def psnr_ssim_pair(
-    restored: np.ndarray,
-    gt: np.ndarray,
-    crop_border: int = 0,
-    test_y_channel: bool = False,
-    mean_var_correction: bool = False,
-) -> tuple[float, float]:
-    """(PSNR, SSIM) of two uint8 BGR images the way the paper's script computes them.
+def psnr_ssim_inputs(
+    restored: np.ndarray, gt: np.ndarray, test_y_channel: bool = False, mean_var_correction: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """(gt, restored) as float32 0-255 arrays, prepared the way the paper's PSNR/SSIM script does.
 
-    The images go to float32 [0, 1], optionally through :func:`correct_mean_var`, optionally to
-    the MATLAB Y channel, and back to 0-255 before :func:`calculate_psnr` / :func:`calculate_ssim`.
-    Without the correction this equals calling the two functions on the uint8 images directly.
+    The uint8 BGR images go to float32 [0, 1], the restored one optionally through
+    :func:`correct_mean_var`, both optionally to the MATLAB Y channel, and back to 0-255.
     """
     if restored.shape != gt.shape:
         raise ValueError(f"image shapes differ: {restored.shape} vs {gt.shape}")
@@ -155,6 +160,22 @@ def psnr_ssim_pair(
         res_f = correct_mean_var(res_f, gt_f)
     if test_y_channel and gt_f.ndim == 3 and gt_f.shape[2] == 3:
         gt_f, res_f = bgr2y(gt_f), bgr2y(res_f)
-    psnr = calculate_psnr(gt_f * 255.0, res_f * 255.0, crop_border=crop_border)
-    ssim = calculate_ssim(gt_f * 255.0, res_f * 255.0, crop_border=crop_border)
+    return gt_f * 255.0, res_f * 255.0
+
+
+def psnr_ssim_pair(
+    restored: np.ndarray,
+    gt: np.ndarray,
+    crop_border: int = 0,
+    test_y_channel: bool = False,
+    mean_var_correction: bool = False,
+) -> tuple[float, float]:
+    """(PSNR, SSIM) of two uint8 BGR images the way the paper's script computes them.
+
+    :func:`calculate_psnr` / :func:`calculate_ssim` of :func:`psnr_ssim_inputs`. Without the
+    correction this equals calling the two functions on the uint8 images directly.
+    """
+    ref, res = psnr_ssim_inputs(restored, gt, test_y_channel, mean_var_correction)
+    psnr = calculate_psnr(ref, res, crop_border=crop_border)
+    ssim = calculate_ssim(ref, res, crop_border=crop_border)
     return psnr, ssim

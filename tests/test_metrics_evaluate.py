@@ -1,0 +1,153 @@
+"""vqfr.metrics.evaluate on small synthetic images: worker pools, oversized files, metric requirements."""
+
+import importlib
+import struct
+import subprocess
+import sys
+import textwrap
+import warnings
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from vqfr.cli import main
+from vqfr.errors import VQFRError
+from vqfr.metrics import EvalOptions, calculate_niqe, calculate_psnr, calculate_ssim, evaluate
+from vqfr.metrics.evaluate import read_image
+
+evaluate_module = importlib.import_module("vqfr.metrics.evaluate")  # the package exports a function of that name
+
+
+def _folders(tmp_path, size=(32, 32), n=3):
+    """gt/ and res/ with ``n`` random images of ``size`` (h, w); res is gt with a seeded offset."""
+    rng = np.random.default_rng(0)
+    gt, res = tmp_path / "gt", tmp_path / "res"
+    gt.mkdir()
+    res.mkdir()
+    for i in range(n):
+        img = rng.integers(0, 200, (*size, 3), dtype=np.uint8)
+        cv2.imwrite(str(gt / f"{i}.png"), img)
+        cv2.imwrite(str(res / f"{i}.png"), img + rng.integers(0, 40, img.shape, dtype=np.uint8))
+    return gt, res
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with almost no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def test_workers_from_a_script_without_main_guard(tmp_path):
+    """A plain script (no ``if __name__ == "__main__":``) may ask for worker processes."""
+    gt, res = _folders(tmp_path)
+    script = tmp_path / "score.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            from vqfr.metrics import EvalOptions, evaluate
+
+            print("script body ran")
+            ev = evaluate({str(res)!r}, {str(gt)!r}, options=EvalOptions(metrics=("psnr", "ssim")), workers=2)
+            print(len(ev.results), ev.problems, ev.notes, ev.mean("psnr"))
+            """
+        )
+    )
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenProcessPool" not in proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0] == "script body ran" and len(lines) == 2  # the script ran once, not once per worker
+    expected = np.mean(
+        [calculate_psnr(cv2.imread(str(res / f"{i}.png")), cv2.imread(str(gt / f"{i}.png")), 0) for i in range(3)]
+    )
+    assert lines[1] == f"3 [] [] {expected}"
+
+
+def _dying_worker(*args):
+    import os
+
+    os._exit(3)
+
+
+def test_a_broken_worker_pool_falls_back_to_this_process(tmp_path, monkeypatch):
+    gt, res = _folders(tmp_path)
+    if evaluate_module.start_method("cpu") != "fork":
+        pytest.skip("the patched initializer only reaches forked workers")
+    monkeypatch.setattr(evaluate_module, "_init_worker", _dying_worker)
+    ev = evaluate(res, gt, options=EvalOptions(metrics=("psnr",)), workers=2)
+    assert len(ev.results) == 3 and ev.problems == []
+    assert ev.notes == ["worker processes failed; scored 3 of 3 image(s) in this process instead"]
+    ref = evaluate(res, gt, options=EvalOptions(metrics=("psnr",)), workers=1)
+    assert [r.values for r in ev.results] == [r.values for r in ref.results]
+
+
+def test_oversized_image_is_one_clean_line(tmp_path, capsys):
+    big = tmp_path / "huge.png"
+    big.write_bytes(_png_header_only(60000, 60000))
+    with pytest.raises(VQFRError) as err:
+        read_image(big)
+    assert str(err.value) == (
+        f"cannot read {big}: too large to decode: 60000x60000 pixels (OpenCV's limit is set by CV_IO_MAX_IMAGE_PIXELS)"
+    )
+    gt, res = _folders(tmp_path, n=2)
+    (res / "huge.png").write_bytes(big.read_bytes())
+    (gt / "huge.png").write_bytes(big.read_bytes())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's decompression-bomb warning must not escape either
+        rc = main(
+            [
+                "evaluate",
+                "--restored",
+                str(res),
+                "--gt",
+                str(gt),
+                "--out",
+                str(tmp_path / "r"),
+                "--metrics",
+                "psnr",
+                "--workers",
+                "1",
+            ]
+        )
+    stderr = capsys.readouterr().err
+    assert rc == 1
+    assert (
+        stderr == f"vqfr evaluate: skipped huge: cannot read {res / 'huge.png'}: too large to decode: 60000x60000 "
+        "pixels (OpenCV's limit is set by CV_IO_MAX_IMAGE_PIXELS)\n"
+    )
+
+
+def test_ssim_size_limit_only_applies_when_ssim_is_asked_for(tmp_path):
+    gt, res = _folders(tmp_path, size=(1, 1), n=1)
+    ev = evaluate(res, gt, options=EvalOptions(metrics=("psnr", "niqe")), workers=1)
+    assert ev.problems == [] and list(ev.results[0].values) == ["psnr"]
+    assert ev.results[0].warnings[0].startswith("niqe not computed: NIQE needs at least two 96x96 blocks")
+    ev = evaluate(res, gt, options=EvalOptions(metrics=("psnr", "ssim")), workers=1)
+    assert ev.problems == [("0", "SSIM needs images of at least 11x11 pixels, got 1x1")]
+
+
+def test_crop_border_that_leaves_nothing_is_rejected_without_warnings(tmp_path):
+    gt, res = _folders(tmp_path, size=(128, 128), n=1)
+    img = cv2.imread(str(res / "0.png"))
+    message = "crop border 100 leaves nothing of a 128x128 image"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        for metrics in (("psnr",), ("psnr", "ssim", "niqe"), ("niqe",)):
+            ev = evaluate(res, gt, options=EvalOptions(metrics=metrics, crop_border=100), workers=1)
+            assert ev.problems == [("0", message)] and ev.results == []
+        # learned metrics do not crop, so the border does not concern them
+        ev = evaluate(res, gt, options=EvalOptions(metrics=("idd_dlib",), crop_border=100), workers=1)
+        assert ev.problems == []
+        for fn in (calculate_psnr, calculate_ssim):
+            with pytest.raises(ValueError, match=message):
+                fn(img, img, crop_border=100)
+        with pytest.raises(ValueError, match=message):
+            calculate_niqe(img, crop_border=100)
+    # 63 px at each edge of 128 leaves 2x2: PSNR still works
+    assert np.isfinite(calculate_psnr(img, img + 1, crop_border=63))
