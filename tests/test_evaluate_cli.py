@@ -268,3 +268,65 @@ def test_learned_metrics_with_weight_files(folders, tmp_path, capsys):
     assert rc == 0
     fid = json.loads((tmp_path / "r2" / "metrics.json").read_text())["summary"]["fid"]["mean"]
     assert fid == pytest.approx(0.0, abs=1e-3)
+
+
+def test_existing_file_as_out_fails_before_any_work(folders, tmp_path, capsys):
+    gt, res, _ = folders
+    taken = tmp_path / "taken.txt"
+    taken.write_text("keep me")
+    for out in (taken, taken / "sub"):
+        rc, stdout, stderr = _run(capsys, "--restored", res, "--gt", gt, "--out", out, "--metrics", "psnr")
+        assert rc == 2 and stdout == ""  # nothing was computed or printed
+        assert stderr == f"vqfr evaluate: error: --out {out}: {taken} exists and is not a folder\n"
+    assert taken.read_text() == "keep me"
+    rc, stdout, stderr = _run(
+        capsys,
+        "--restored",
+        res,
+        "--gt",
+        gt,
+        "--out",
+        tmp_path / "r",
+        "--save-fid-stats",
+        tmp_path,
+        "--metrics",
+        "psnr",
+    )
+    assert rc == 2 and stdout == "" and len(stderr.splitlines()) == 1 and "--save-fid-stats" in stderr
+
+
+def test_full_reference_metrics_need_gt(folders, tmp_path, capsys):
+    _, res, _ = folders
+    for metrics in ("psnr", "niqe,ssim,lpips"):
+        rc, stdout, stderr = _run(capsys, "--restored", res, "--out", tmp_path / "r", "--metrics", metrics)
+        need = ",".join(m for m in metrics.split(",") if m != "niqe")
+        assert rc == 2 and stdout == ""
+        assert stderr == (
+            f"vqfr evaluate: error: {need} compare with ground truth: give --gt DIR, "
+            "or choose from niqe,fid without it\n"
+        )
+    assert not (tmp_path / "r").exists()
+
+
+def test_sort_by_must_be_a_computed_per_image_metric(folders, tmp_path, capsys):
+    gt, res, _ = folders
+    for metrics, sort_by in (("psnr", "niqe"), ("psnr,fid", "fid")):
+        rc, stdout, stderr = _run(
+            capsys, "--restored", res, "--gt", gt, "--out", tmp_path / "r", "--metrics", metrics, "--sort-by", sort_by
+        )
+        assert rc == 2 and stdout == ""
+        assert stderr == (
+            f"vqfr evaluate: error: --sort-by {sort_by}: not a per-image metric of this run (choose from psnr)\n"
+        )
+    rc, _, _ = _run(
+        capsys, "--restored", res, "--gt", gt, "--out", tmp_path / "r", "--metrics", "psnr,ssim", "--sort-by", "ssim"
+    )
+    assert rc == 0 and "by ssim" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_help_shows_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert "how many best and how many worst images report.html shows (default: 5)" in text
+    assert "(default: 0)" in text and "(default: cpu)" in text and "(default: min(4, CPUs) = " in text

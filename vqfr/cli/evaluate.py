@@ -8,6 +8,7 @@ import sys
 
 _METRIC_NAMES = ("psnr", "ssim", "lpips", "niqe", "fid", "idd", "idd_dlib", "lmd_dlib")
 _NO_GT_DEFAULT = ("niqe", "fid")
+_NEEDS_GT = ("psnr", "ssim", "lpips", "idd", "idd_dlib", "lmd_dlib")  # full-reference: compare with --gt
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
@@ -38,7 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"(default: all with --gt, else {','.join(_NO_GT_DEFAULT)})",
     )
     p.add_argument("--out", metavar="DIR", help="report folder (default: <restored>_eval next to --restored)")
-    p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels ignored at each edge (default 0)")
+    p.add_argument(
+        "--crop-border",
+        type=int,
+        default=0,
+        metavar="N",
+        help="pixels ignored at each edge by PSNR, SSIM and NIQE (default: %(default)s)",
+    )
     p.add_argument("--test-y-channel", action="store_true", help="PSNR/SSIM on the MATLAB Y channel instead of BGR")
     p.add_argument(
         "--correct-mean-var",
@@ -68,17 +75,67 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         default=min(4, os.cpu_count() or 1),
         metavar="N",
-        help="worker processes (default: min(4, CPUs)); 1 = in this process",
+        help="worker processes; 1 = in this process (default: min(4, CPUs) = %(default)s here)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for the learned metrics (default cpu)")
+    p.add_argument("--device", default="cpu", help="torch device for the learned metrics (default: %(default)s)")
     p.add_argument(
         "--sort-by",
         choices=_METRIC_NAMES,
         metavar="METRIC",
-        help="metric that picks the best/worst images in report.html (default: psnr, else niqe)",
+        help="per-image metric, one of those computed, that picks the best/worst images in report.html "
+        "(default: psnr, else niqe)",
     )
-    p.add_argument("--cases", type=int, default=5, metavar="N", help="best and worst images shown in report.html")
+    p.add_argument(
+        "--cases",
+        type=int,
+        default=5,
+        metavar="N",
+        help="how many best and how many worst images report.html shows (default: %(default)s)",
+    )
     p.set_defaults(func=run)
+
+
+def _check_metric_choice(metrics: tuple[str, ...], args: argparse.Namespace) -> None:
+    """Refuse what cannot be done as asked: full-reference metrics without --gt, a --sort-by not computed."""
+    from vqfr.errors import VQFRError
+
+    if not args.gt:
+        need_gt = [m for m in metrics if m in _NEEDS_GT]
+        if need_gt:
+            raise VQFRError(
+                f"{','.join(need_gt)} compare with ground truth: give --gt DIR, "
+                f"or choose from {','.join(_NO_GT_DEFAULT)} without it"
+            )
+    if args.sort_by is not None:
+        per_image = [m for m in metrics if m != "fid"]  # FID is one number for the whole set
+        if args.sort_by not in per_image:
+            raise VQFRError(
+                f"--sort-by {args.sort_by}: not a per-image metric of this run "
+                f"(choose from {','.join(per_image) or 'none'})"
+            )
+
+
+def _check_outputs(out_dir, fid_stats: str | None) -> None:
+    """Fail before any work when an output path cannot be written (a file where a folder must go)."""
+    from pathlib import Path
+
+    from vqfr.errors import VQFRError
+
+    def blocking_file(folder: Path) -> Path | None:
+        """The nearest existing path at or above ``folder``, if it is not a folder."""
+        existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+        return None if existing.is_dir() else existing
+
+    blocked = blocking_file(out_dir)
+    if blocked is not None:
+        raise VQFRError(f"--out {out_dir}: {blocked} exists and is not a folder")
+    if fid_stats is not None:
+        path = Path(fid_stats)
+        if path.is_dir():
+            raise VQFRError(f"--save-fid-stats {path}: is a folder, expected a file name (.npz)")
+        blocked = blocking_file(path.parent)
+        if blocked is not None:
+            raise VQFRError(f"--save-fid-stats {path}: {blocked} exists and is not a folder")
 
 
 def _download_missing(args: argparse.Namespace, metrics: tuple[str, ...]) -> None:
@@ -110,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         raise VQFRError(f"--cases must be >= 1, got {args.cases}")
     restored = Path(args.restored)
     metrics = args.metrics or (tuple(_METRIC_NAMES) if args.gt else _NO_GT_DEFAULT)
+    _check_metric_choice(metrics, args)
+    out_dir = Path(args.out) if args.out else restored.resolve().parent / f"{restored.resolve().name}_eval"
+    _check_outputs(out_dir, args.save_fid_stats)
     if args.download_weights:
         _download_missing(args, metrics)
     options = EvalOptions(
@@ -138,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
 
     for name, reason in ev.problems:
         print(f"vqfr evaluate: skipped {name}: {reason}", file=sys.stderr)
+    for note in ev.notes:
+        print(f"vqfr evaluate: note: {note}", file=sys.stderr)
     for r in ev.results:
         for warning in r.warnings:
             print(f"vqfr evaluate: warning: {r.pair.name}: {warning}", file=sys.stderr)
@@ -145,7 +207,6 @@ def run(args: argparse.Namespace) -> int:
     if not ev.results:
         raise VQFRError("no image could be evaluated (see the messages above)")
 
-    out_dir = Path(args.out) if args.out else restored.resolve().parent / f"{restored.resolve().name}_eval"
     paths = write_reports(ev, out_dir, sort_by=args.sort_by, cases=args.cases)
     if args.save_fid_stats:
         _save_fid_stats(ev, args.save_fid_stats)
