@@ -401,3 +401,74 @@ def test_published_configs_match_the_recipe():
     f1 = load_config(ROOT / "configs" / "vqfr_v1_ffhq512.yml")
     assert f1["network"]["config"] == published_config("VQFRv1")
     assert len(f1["discriminators"]) == 4 and f1["losses"]["perceptual"]["style_weight"] == 2000.0
+
+
+def _train_error(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vqfr train: error:") and "\n" not in err, err
+    return err
+
+
+def test_cli_rejects_bad_out_device_stop_at_and_optimizer_values(assets, tmp_path, capsys, monkeypatch):
+    import vqfr.train.trainer as trainer_mod
+
+    def no_build(cfg):
+        raise AssertionError("networks built before the arguments were checked")
+
+    monkeypatch.setattr(trainer_mod, "build_generator", no_build)
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    base = ["train", "-c", str(tmp_path / "ok.yml"), "--no-progress"]
+    (tmp_path / "taken").write_text("x")
+    assert "not a folder" in _train_error(capsys, [*base, "--out", str(tmp_path / "taken")])
+    assert "not a folder" in _train_error(capsys, [*base, "--out", str(tmp_path / "taken" / "run")])
+    for stop in ("-3", "0"):
+        assert "--stop-at" in _train_error(capsys, [*base, "--out", str(tmp_path / "r"), "--stop-at", stop])
+    assert not (tmp_path / "r").exists()
+    if not torch.cuda.is_available():
+        err = _train_error(capsys, [*base, "--out", str(tmp_path / "r"), "--device", "cuda"])
+        assert "no CUDA GPU" in err and "--device cpu" in err
+    assert "--device" in _train_error(capsys, [*base, "--out", str(tmp_path / "r"), "--device", "tpu"])
+    for override, key in (
+        ("train.optim_g.lr=abc", "train.optim_g.lr"),
+        ("train.optim_g.betas=[0.9, abc]", "train.optim_g.betas"),
+        ("train.optim_g.betas=0.9", "train.optim_g.betas"),
+        ("train.optim_g.weight_decay=abc", "train.optim_g.weight_decay"),
+        ("train.optim_d.lr=-1", "train.optim_d.lr"),
+        ("train.optim_g_main={lr: abc}", "train.optim_g_main.lr"),
+        ("train.ema_decay=abc", "train.ema_decay"),
+        ("data.batch_size_per_gpu=two", "data.batch_size_per_gpu"),
+        ("losses.r1_every=abc", "losses.r1_every"),
+    ):
+        assert key in _train_error(capsys, [*base, "-o", override]), override
+    assert "train.total_steps must be an integer" in _train_error(capsys, [*base, "-o", "train.total_steps=abc"])
+    assert "train.total_steps must be > 0" in _train_error(capsys, [*base, "-o", "train.total_steps=0"])
+    # YAML 1.1 reads 1e-4 as a string; it is still a learning rate
+    from vqfr.train.config import load_config
+
+    assert load_config(tmp_path / "ok.yml", ["train.optim_g.lr=1e-4"])["train"]["optim_g"]["lr"] == 1e-4
+
+
+def test_bad_training_image_is_one_line_naming_the_file(assets, tmp_path, capsys):
+    import shutil
+
+    faces = tmp_path / "faces"
+    shutil.copytree(assets["faces"], faces)
+    (faces / "face9.png").write_bytes(b"")  # a 0-byte file, e.g. an interrupted copy
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["data"]["train"]["root"] = str(faces)
+    cfg["data"]["batch_size_per_gpu"] = 4
+    cfg["train"]["total_steps"] = 2
+    for workers in (1, 0):  # in a loader worker the error arrives wrapped in the worker's traceback
+        cfg["data"]["num_workers"] = workers
+        (tmp_path / "cfg.yml").write_text(yaml.safe_dump(cfg))
+        argv = ["train", "-c", str(tmp_path / "cfg.yml"), "--out", str(tmp_path / f"run{workers}"), "--no-progress"]
+        capsys.readouterr()
+        assert main(argv) == 2
+        full = capsys.readouterr().err
+        assert "Traceback" not in full, full
+        err = full.strip().splitlines()[-1]  # after the "starting step 0" log line
+        assert err.startswith("vqfr train: error: training data: cannot decode image"), err
+        assert "face9.png" in err and "empty" in err and "Traceback" not in err, err

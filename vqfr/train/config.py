@@ -6,6 +6,7 @@ See ``configs/*.yml`` for the published recipes and ``docs/train.md`` for every 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -161,8 +162,50 @@ def _need(cond: bool, msg: str) -> None:
         raise VQFRError(msg)
 
 
+def _int(value: Any, key: str, minimum: int) -> None:
+    """``value`` must be an integer >= ``minimum`` (YAML gives strings for typos like ``1e5x``)."""
+    _need(isinstance(value, int) and not isinstance(value, bool), f"{key} must be an integer, got {value!r}")
+    _need(value >= minimum, f"{key} must be {'> 0' if minimum == 1 else f'>= {minimum}'}, got {value}")
+
+
+def _num(value: Any, key: str, lo: float | None = None, hi: float | None = None, hi_open: bool = False) -> float:
+    """``value`` as a finite number in [lo, hi] (or [lo, hi) with ``hi_open``).
+
+    Strings that read as numbers are converted: YAML 1.1 reads ``1e-4`` (no dot) as a string.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    _need(ok, f"{key} must be a number, got {value!r}")
+    if lo is not None:
+        _need(value >= lo, f"{key} must be >= {lo:g}, got {value}")
+    if hi is not None:
+        _need(value < hi if hi_open else value <= hi, f"{key} must be {'<' if hi_open else '<='} {hi:g}, got {value}")
+    return value
+
+
+def _optimizer(opt: Any, key: str) -> None:
+    """An Adam block: positive lr, two betas in [0, 1), non-negative weight_decay."""
+    _need(isinstance(opt, dict), f"{key} must be a mapping with lr, betas and weight_decay")
+    unknown = set(opt) - {"lr", "betas", "weight_decay"}
+    _need(not unknown, f"unknown key(s) in {key}: {', '.join(sorted(map(str, unknown)))}")
+    _need("lr" in opt, f"{key}.lr is required")
+    opt["lr"] = _num(opt["lr"], f"{key}.lr")
+    _need(opt["lr"] > 0, f"{key}.lr must be > 0, got {opt['lr']}")
+    betas = opt.get("betas", [0.9, 0.999])
+    _need(isinstance(betas, (list, tuple)) and len(betas) == 2, f"{key}.betas must be [beta1, beta2], got {betas!r}")
+    opt["betas"] = [_num(b, f"{key}.betas", 0.0, 1.0, hi_open=True) for b in betas]
+    opt["weight_decay"] = _num(opt.get("weight_decay", 0.0), f"{key}.weight_decay", 0.0)
+
+
 def validate(cfg: dict) -> None:
-    """Check the merged config; raise a one-line VQFRError on the first problem."""
+    """Check the merged config; raise a one-line VQFRError on the first problem.
+
+    Numbers that YAML left as strings (``1e-4``) are converted in place.
+    """
     _need(cfg["stage"] in STAGES, f"config 'stage' must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
     net = cfg["network"]
     _need(bool(net["arch"]), "config network.arch is required")
@@ -177,22 +220,37 @@ def validate(cfg: dict) -> None:
         _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
         expected = "VQGANv2" if net["arch"] == "VQFRv2" else "VQGANv1"
         _need(s1["arch"] == expected, f"{net['arch']} is trained against a {expected} stage-1 network")
+    _int(cfg["seed"], "seed", 0)
     train = cfg["train"]
-    _need(isinstance(train["total_steps"], int) and train["total_steps"] > 0, "train.total_steps must be > 0")
+    _int(train["total_steps"], "train.total_steps", 1)
     _need(train["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
-    _need(0.0 <= float(train["ema_decay"]) < 1.0, "train.ema_decay must be in [0, 1)")
+    train["ema_decay"] = _num(train["ema_decay"], "train.ema_decay", 0.0, 1.0, hi_open=True)
+    train["fidelity_ratio"] = _num(train["fidelity_ratio"], "train.fidelity_ratio", 0.0, 1.0)
+    for key in ("optim_g", "optim_d"):
+        _optimizer(train[key], f"train.{key}")
+    if train["optim_g_main"] is not None:
+        _optimizer(train["optim_g_main"], "train.optim_g_main")
+    sch = train["scheduler"]
+    milestones = sch["milestones"] or []
+    _need(isinstance(milestones, list), "train.scheduler.milestones must be a list of steps")
+    for m in milestones:
+        _int(m, "train.scheduler.milestones", 1)
+    sch["gamma"] = _num(sch["gamma"], "train.scheduler.gamma", 0.0)
     data = cfg["data"]
     _need(bool(data["train"]["root"]), "config data.train.root (folder or .lmdb of HQ faces) is required")
     size = data["train"]["size"]
     _need(isinstance(size, int) and size > 0 and size % 32 == 0, "data.train.size must be a multiple of 32")
-    _need(int(data["batch_size_per_gpu"]) > 0, "data.batch_size_per_gpu must be > 0")
+    _int(data["batch_size_per_gpu"], "data.batch_size_per_gpu", 1)
+    _int(data["num_workers"], "data.num_workers", 0)
     if cfg["stage"] == "restoration":
         _need(data["train"]["degradation"] is not None, "restoration needs data.train.degradation")
     losses = cfg["losses"]
     _need(isinstance(losses["pixel"], dict), "losses.pixel must map output names to weights")
     for key in list(losses["pixel"]) + list((losses["perceptual"] or {}).get("outputs", [])):
         _need(key in OUTPUT_KEYS, f"unknown network output {key!r} in losses; use {', '.join(OUTPUT_KEYS)}")
-    _need(int(losses["r1_every"]) > 0, "losses.r1_every must be > 0")
+    for key in ("codebook_weight", "quant_feature_weight", "quant_index_weight", "r1_weight"):
+        losses[key] = _num(losses[key], f"losses.{key}", 0.0)
+    _int(losses["r1_every"], "losses.r1_every", 1)
     names = set()
     for d in cfg["discriminators"]:
         _need(bool(d["name"]), "every discriminator needs a name")
@@ -202,11 +260,14 @@ def validate(cfg: dict) -> None:
             d["target"] in OUTPUT_KEYS, f"discriminator {d['name']}: 'target' must be one of {', '.join(OUTPUT_KEYS)}"
         )
         _need(d["loss"] in ("softplus", "hinge"), f"discriminator {d['name']}: loss must be softplus or hinge")
+        for key in ("g_weight", "d_loss_scale"):
+            d[key] = _num(d[key], f"discriminator {d['name']}: {key}", 0.0)
+        _int(d["start_step"], f"discriminator {d['name']}: start_step", 0)
         for term in d["adaptive"] or []:
             _need(term in ("pixel", "perceptual", "style"), f"discriminator {d['name']}: bad adaptive term {term}")
     log = cfg["logging"]
     for key in ("print_every", "image_every", "checkpoint_every", "val_every", "keep_last"):
-        _need(int(log[key]) > 0, f"logging.{key} must be > 0")
+        _int(log[key], f"logging.{key}", 1)
 
 
 def dump_config(cfg: dict) -> str:

@@ -14,6 +14,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from vqfr.errors import VQFRError
+
 
 @dataclass
 class DistInfo:
@@ -36,7 +38,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device != "auto" and device != "cpu" and not device.startswith("cuda"):
+        raise VQFRError(f"--device must be auto, cpu or cuda, got {device!r}")
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+    if use_cuda and not torch.cuda.is_available():
+        raise VQFRError(f"--device {device}: no CUDA GPU is available to PyTorch here (use --device cpu)")
+    if use_cuda and local_rank >= torch.cuda.device_count():
+        raise VQFRError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     if use_cuda:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)

@@ -18,7 +18,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,36 @@ def _adam(params, opt_cfg: dict) -> torch.optim.Adam:
     )
 
 
+def _check_out_dir(out: Path) -> None:
+    """The output folder must be a folder or creatable as one (checked before anything is built)."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if path == out and not path.is_dir():
+                raise VQFRError(f"output folder {out} exists and is not a folder")
+            if not path.is_dir():
+                raise VQFRError(f"output folder {out}: {path} is not a folder")
+            return
+
+
+def _unwrap_worker_errors(loader) -> Iterator[dict]:
+    """Iterate ``loader``; a VQFRError from a loader worker is re-raised as its own one-line message.
+
+    PyTorch re-raises worker exceptions with the worker's whole traceback in the message;
+    a bad training image must still read as one line naming the file.
+    """
+    it = iter(loader)
+    prefix = f"{VQFRError.__module__}.{VQFRError.__qualname__}: "
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except VQFRError as err:
+            lines = [line for line in str(err).splitlines() if line.strip()] or [""]
+            raise VQFRError(f"training data: {lines[-1].removeprefix(prefix)}") from None
+        yield batch
+
+
 class Trainer:
     """Build everything a run needs from a merged config; :meth:`fit` trains until done or stopped."""
 
@@ -82,6 +112,9 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
+        _check_out_dir(self.out)
+        if stop_at is not None and (isinstance(stop_at, bool) or not isinstance(stop_at, int) or stop_at <= 0):
+            raise VQFRError(f"--stop-at must be a positive step number, got {stop_at}")
         self.info = dist_info or init_distributed(device)
         self.device = self.info.device
         self.stop_at = stop_at
@@ -533,7 +566,7 @@ class Trainer:
 
                 bar = tqdm(total=end, initial=self.step, desc=cfg.get("name") or self.arch, dynamic_ncols=True)
             if self.step < end:
-                for batch in self._train_loader():
+                for batch in _unwrap_worker_errors(self._train_loader()):
                     self.step += 1
                     self._set_lr()
                     logs = self.train_step(batch)
