@@ -4,7 +4,8 @@ Prints times and ratios against a baseline measured in the same process:
 
 * VQFRv2 at fidelity 0 (main branch skipped) vs fidelity 1, at the published or a tiny size;
 * the deformable conv at several column-memory budgets vs the plain conv of the same size
-  (the cost of deformable sampling), with peak memory where CUDA is available.
+  (the cost of deformable sampling), with peak memory where CUDA is available, and
+  torchvision's compiled ``deform_conv2d`` when torchvision happens to be importable.
 
     python benchmarks/bench_networks.py                 # tiny network, 64 px, CPU
     python benchmarks/bench_networks.py --published     # 83M-parameter VQFRv2 at 512 px
@@ -64,6 +65,13 @@ def bench_deform(args: argparse.Namespace, device: torch.device, dtype: torch.dt
         base = timed(lambda: F.conv2d(x, weight, padding=1), device, args.repeats)
         print(f"deformable conv {c}ch {size}x{size} {dtype} on {device}:")
         print(f"  plain conv2d (baseline)   {base * 1000:9.1f} ms")
+        try:  # the compiled kernel the published code used, where it can be imported (never a dependency)
+            from torchvision.ops import deform_conv2d as tv_deform_conv2d
+        except Exception:
+            print("  torchvision.ops.deform_conv2d: not importable here, skipped")
+        else:
+            tv = timed(lambda: tv_deform_conv2d(x, offset, weight, None, padding=1, mask=mask), device, args.repeats)
+            print(f"  torchvision deform_conv2d {tv * 1000:9.1f} ms   ratio {tv / base:6.1f}x")
         for budget_mb in (16, 64, 256, 1024):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
