@@ -143,3 +143,18 @@ def test_module_keys_and_offset_split():
     raw = layer.conv_offset(feat)
     assert torch.equal(offset, raw[:, : 2 * 36])
     assert torch.allclose(mask, torch.sigmoid(raw[:, 72:]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_keeps_subpixel_positions_on_large_maps(dtype):
+    # Alternating 0/1 columns sampled 0.3 px to the right: 0.3 or 0.7 everywhere. Positions near
+    # x = 600 are not representable in float16/bfloat16 to 0.3 px, so they must be computed wider.
+    w = 640
+    x = (torch.arange(w) % 2).float().view(1, 1, 1, w).to(dtype)
+    weight = torch.zeros(1, 1, 3, 3, dtype=dtype)
+    weight[0, 0, 1, 1] = 1
+    offset = torch.zeros(1, 18, 1, w, dtype=dtype)
+    offset[:, 2 * 4 + 1] = 0.3
+    out = deform_conv2d(x, offset, weight, None, padding=1).float()[0, 0, 0, : w - 1]
+    want = torch.where(torch.arange(w - 1) % 2 == 0, 0.3, 0.7)
+    assert (out - want).abs().max() < 0.01

@@ -63,27 +63,31 @@ def deform_conv2d(
     if mask is not None and mask.shape[1] != groups * k:
         raise ValueError(f"mask has {mask.shape[1]} channels, expected {groups * k}")
 
+    # Positions and sampling run in float32 (float64 for float64 input) whatever the input dtype:
+    # float16 spaces representable values 0.5 px apart above 512 and bfloat16 2 px apart above
+    # 256, which would snap the sampling positions of a 512 px level to a coarse grid.
     dtype, device = x.dtype, x.device
-    offset = offset.to(dtype).reshape(n, groups, k, 2, h_out, w_out)
+    pos_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    offset = offset.to(pos_dtype).reshape(n, groups, k, 2, h_out, w_out)
     if mask is not None:
-        mask = mask.to(dtype).reshape(n * groups, 1, k, h_out, w_out)
-    x_groups = x.reshape(n * groups, c // groups, h, w)
+        mask = mask.to(pos_dtype).reshape(n * groups, 1, k, h_out, w_out)
+    x_groups = x.reshape(n * groups, c // groups, h, w).to(pos_dtype)
 
     # Base sampling position of every tap and output pixel: (i*s - p + ki*d, j*s - p + kj*d).
-    tap_y = (torch.arange(kh, device=device, dtype=dtype) * dh - ph).repeat_interleave(kw)  # (K,)
-    tap_x = (torch.arange(kw, device=device, dtype=dtype) * dw - pw).repeat(kh)  # (K,)
-    out_x = torch.arange(w_out, device=device, dtype=dtype) * sw  # (Wo,)
+    tap_y = (torch.arange(kh, device=device, dtype=pos_dtype) * dh - ph).repeat_interleave(kw)  # (K,)
+    tap_x = (torch.arange(kw, device=device, dtype=pos_dtype) * dw - pw).repeat(kh)  # (K,)
+    out_x = torch.arange(w_out, device=device, dtype=pos_dtype) * sw  # (Wo,)
 
     weight_2d = weight.reshape(c_out, c * k)
     # The sampled columns and their masked copy are alive at once.
-    bytes_per_row = max(1, 2 * n * c * k * w_out * x.element_size())
+    bytes_per_row = max(1, 2 * n * c * k * w_out * x_groups.element_size())
     rows_per_chunk = max(1, min(h_out, max_column_bytes // bytes_per_row))
 
     outputs = []
     for r0 in range(0, h_out, rows_per_chunk):
         r1 = min(h_out, r0 + rows_per_chunk)
         rows = r1 - r0
-        out_y = torch.arange(r0, r1, device=device, dtype=dtype) * sh  # (R,)
+        out_y = torch.arange(r0, r1, device=device, dtype=pos_dtype) * sh  # (R,)
         off = offset[..., r0:r1, :]  # (n, G, K, 2, R, Wo)
         py = off[:, :, :, 0] + (tap_y.view(1, 1, k, 1, 1) + out_y.view(1, 1, 1, rows, 1))
         px = off[:, :, :, 1] + (tap_x.view(1, 1, k, 1, 1) + out_x.view(1, 1, 1, 1, w_out))
@@ -93,7 +97,7 @@ def deform_conv2d(
         cols = cols.view(n * groups, c // groups, k, rows, w_out)
         if mask is not None:
             cols = cols * mask[..., r0:r1, :]
-        cols = cols.reshape(n, c * k, rows * w_out)
+        cols = cols.reshape(n, c * k, rows * w_out).to(weight_2d.dtype)
         outputs.append(torch.matmul(weight_2d, cols).view(n, c_out, rows, w_out))
     out = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
     if bias is not None:
