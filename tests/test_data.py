@@ -165,6 +165,8 @@ def test_degrade_cli_rejects_bad_paths_configs_and_ranges(tmp_path, capsys):
     assert "is not a folder" in err and "not found" not in err
     (tmp_path / "afile").write_text("x")
     assert "not a folder" in _one_line_error(capsys, ["degrade", hq, str(tmp_path / "afile")])
+    err = _one_line_error(capsys, ["degrade", hq, str(tmp_path / "afile" / "sub")])
+    assert "afile exists and is not a folder" in err
     train_cfg = tmp_path / "train.yml"
     train_cfg.write_text("stage: codebook\ndata:\n  train:\n    root: /data/ffhq\n    size: 512\n")
     assert "no degradation settings" in _one_line_error(capsys, ["degrade", hq, out, "--config", str(train_cfg)])

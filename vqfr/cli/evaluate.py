@@ -120,11 +120,7 @@ def _check_outputs(out_dir, fid_stats: str | None) -> None:
     from pathlib import Path
 
     from vqfr.errors import VQFRError
-
-    def blocking_file(folder: Path) -> Path | None:
-        """The nearest existing path at or above ``folder``, if it is not a folder."""
-        existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
-        return None if existing.is_dir() else existing
+    from vqfr.utils.paths import blocking_file
 
     blocked = blocking_file(out_dir)
     if blocked is not None:

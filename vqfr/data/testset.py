@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vqfr.errors import VQFRError
 from vqfr.utils.atomic import atomic_write_text
+from vqfr.utils.paths import blocking_file
 
 from .degradations import DegradationConfig, degrade, sample_rng
 from .images import list_images, read_image, resize_square, write_png
@@ -43,8 +44,10 @@ def make_paired_testset(
     files = list_images(hq_root)
     if out_root.resolve() == hq_root.resolve() or hq_root.resolve() in out_root.resolve().parents:
         raise VQFRError("the output folder must not be inside the HQ input folder")
-    if out_root.exists() and not out_root.is_dir():
-        raise VQFRError(f"output {out_root} exists and is not a folder")
+    blocked = blocking_file(out_root)
+    if blocked is not None:
+        where = "exists" if blocked == out_root else f"cannot be created: {blocked} exists"
+        raise VQFRError(f"output {out_root} {where} and is not a folder")
     cfg = degradation or DegradationConfig()
     meta_path = out_root / "degradations.json"
     options = {"seed": int(seed), "size": size, "degradation": cfg.to_dict()}

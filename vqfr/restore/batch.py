@@ -23,6 +23,7 @@ from vqfr import __version__
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS, read_image, supports_alpha, write_image
 from vqfr.restore.pipeline import FaceRestorer, RestoreResult
+from vqfr.utils.paths import blocking_file
 
 _GLOB_CHARS = set("*?[")
 
@@ -73,9 +74,9 @@ def check_output_folder(outdir: Path, inputs: InputSet) -> None:
     """Refuse an output folder that is an input folder or inside one, so inputs are never touched;
     and one that cannot be a folder (an existing file on the path)."""
     out = outdir.expanduser().resolve()
-    for path in (out, *out.parents):
-        if path.exists() and not path.is_dir():
-            raise VQFRError(f"output folder {outdir} cannot be created: {path} is a file")
+    blocked = blocking_file(out)
+    if blocked is not None:
+        raise VQFRError(f"output folder {outdir} cannot be created: {blocked} is a file")
     for folder in inputs.folders:
         folder = folder.resolve()
         if out == folder or folder in out.parents:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
 from vqfr.nn.quantize import L2VectorQuantizerKmeans
+from vqfr.utils.paths import blocking_file
 
 from . import checkpointing as ckpt
 from .config import dump_config
@@ -69,13 +70,11 @@ def _adam(params, opt_cfg: dict) -> torch.optim.Adam:
 
 def _check_out_dir(out: Path) -> None:
     """The output folder must be a folder or creatable as one (checked before anything is built)."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if path == out and not path.is_dir():
-                raise VQFRError(f"output folder {out} exists and is not a folder")
-            if not path.is_dir():
-                raise VQFRError(f"output folder {out}: {path} is not a folder")
-            return
+    blocked = blocking_file(out)
+    if blocked == out:
+        raise VQFRError(f"output folder {out} exists and is not a folder")
+    if blocked is not None:
+        raise VQFRError(f"output folder {out}: {blocked} is not a folder")
 
 
 def _unwrap_worker_errors(loader) -> Iterator[dict]:
