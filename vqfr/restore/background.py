@@ -37,7 +37,7 @@ class RealESRGANUpsampler:
 
         from vqfr.nn.checkpoint import check_fit, load_state_dict
         from vqfr.nn.rrdbnet import RRDBNet
-        from vqfr.restore.pipeline import select_device
+        from vqfr.utils.device import select_device
 
         sd = load_state_dict(weights)
         try:

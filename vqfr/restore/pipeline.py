@@ -24,6 +24,7 @@ from vqfr.face.detect import DetectedFace, FaceDetector, center_face
 from vqfr.face.paste import paste_face
 from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
 from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
+from vqfr.utils.device import select_device
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
 DEFAULT_FIDELITY = 0.5
@@ -67,25 +68,6 @@ class RestoreResult:
     @property
     def is_gray(self) -> bool:
         return self.image.ndim == 2
-
-
-def select_device(device: str = "auto"):
-    """``auto`` picks CUDA, then Apple MPS, then the CPU; an unavailable explicit choice is an error."""
-    import torch
-
-    device = (device or "auto").lower()
-    mps = getattr(torch.backends, "mps", None)
-    has_mps = bool(mps and mps.is_available())
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise VQFRError("--device cuda: no CUDA GPU is available to PyTorch here (use --device cpu)")
-    if device == "mps" and not has_mps:
-        raise VQFRError("--device mps: Apple MPS is not available here (use --device cpu)")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise VQFRError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
 
 
 def as_loaded_image(image) -> LoadedImage:

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 from vqfr.errors import VQFRError
+from vqfr.utils.device import select_device
 
 
 @dataclass
@@ -40,16 +41,13 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
         raise VQFRError(f"--device must be auto, cpu or cuda, got {device!r}")
-    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
-    if use_cuda and not torch.cuda.is_available():
-        raise VQFRError(f"--device {device}: no CUDA GPU is available to PyTorch here (use --device cpu)")
-    if use_cuda and local_rank >= torch.cuda.device_count():
-        raise VQFRError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
-    if use_cuda:
+    dev = select_device(device, allow_mps=False)
+    use_cuda = dev.type == "cuda"
+    if use_cuda:  # each process gets the GPU torchrun assigned it
+        if local_rank >= torch.cuda.device_count():
+            raise VQFRError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA GPU(s) are visible")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))

@@ -1,0 +1,27 @@
+"""Turn a ``--device`` value into a usable ``torch.device`` (one rule for restoration and training)."""
+
+from __future__ import annotations
+
+from vqfr.errors import VQFRError
+
+
+def select_device(device: str = "auto", allow_mps: bool = True):
+    """``auto`` picks CUDA, then Apple MPS (if ``allow_mps``), then the CPU.
+
+    An explicit choice that is not available here is a one-line error.
+    """
+    import torch
+
+    device = (device or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(allow_mps and mps and mps.is_available())
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise VQFRError(f"--device {device}: no CUDA GPU is available to PyTorch here (use --device cpu)")
+    if device == "mps" and not has_mps:
+        raise VQFRError("--device mps: Apple MPS is not available here (use --device cpu)")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise VQFRError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
