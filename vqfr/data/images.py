@@ -11,6 +11,7 @@ import numpy as np
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS
 from vqfr.utils.atomic import atomic_write_bytes
+from vqfr.utils.image_tensor import tensor_to_uint8
 
 
 def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
@@ -91,5 +92,4 @@ def to_tensor(img: np.ndarray):
 
 def to_image(t) -> np.ndarray:
     """(3, H, W) tensor in [-1, 1] -> (H, W, 3) uint8 RGB."""
-    arr = ((t.detach().float().clamp(-1, 1) + 1.0) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-    return np.ascontiguousarray(arr)
+    return tensor_to_uint8(t)

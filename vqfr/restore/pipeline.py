@@ -25,6 +25,7 @@ from vqfr.face.paste import paste_face
 from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
 from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
 from vqfr.utils.device import select_device
+from vqfr.utils.image_tensor import tensor_to_uint8
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
 DEFAULT_FIDELITY = 0.5
@@ -240,9 +241,7 @@ class FaceRestorer:
             with torch.inference_mode():
                 with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
                     y = self.net(x, fidelity_ratio=fidelity) if self.arch == "VQFRv2" else self.net(x)
-                y = y["main_dec"].float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_()
-                y = y.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            out.extend(_resize_square(face, CROP_SIZE) for face in y)
+                out.extend(_resize_square(face, CROP_SIZE) for face in tensor_to_uint8(y["main_dec"]))
         return out
 
     # ------------------------------------------------------------------ internals
