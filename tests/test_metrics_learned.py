@@ -199,3 +199,15 @@ def test_download_fetches_checks_and_caches(tmp_path):
     assert not (tmp_path / "cache" / "g-00000000.pth").exists()  # a bad download is not kept
     with pytest.raises(VQFRError, match="no public download URL"):
         W.download(W.ARCFACE_R18, tmp_path / "cache")
+
+
+def test_weight_files_are_hashed_once_per_process_until_they_change(tmp_path, monkeypatch):
+    from vqfr.metrics import weights as W
+
+    calls = []
+    monkeypatch.setattr(W, "sha256_file", lambda p: calls.append(p) or f"digest{len(calls)}")
+    f = tmp_path / "w.pth"
+    f.write_bytes(b"abc")
+    assert W.sha256_of(f) == W.sha256_of(str(f)) == "digest1" and len(calls) == 1
+    f.write_bytes(b"abcd")  # a replaced file (other size) is hashed again
+    assert W.sha256_of(f) == "digest2" and len(calls) == 2

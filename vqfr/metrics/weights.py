@@ -72,7 +72,19 @@ ARCFACE_R18 = StandardFile(
 STANDARD_FILES = (LPIPS_VGG16, LPIPS_LINEAR, FID_INCEPTION, FID_FFHQ512_STATS, ARCFACE_R18)
 
 
-sha256_of = sha256_file  # hex SHA-256 of a file, read in chunks (the public name of this module)
+# (resolved path, size, mtime) -> SHA-256. An evaluation checks each weight file in the main process,
+# in every worker and once more for the report; hundreds of MB each time is worth remembering
+# (forked workers inherit what the main process already hashed).
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, hashed once per process while the file stays unchanged."""
+    st = os.stat(path)
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(path)
+    return _DIGESTS[key]
 
 
 def check_file(path: str | os.PathLike, spec: StandardFile) -> str:
