@@ -119,8 +119,6 @@ def resolve_weights(
         raise VQFRError(_missing_message(entry, target, "downloads are switched off"))
     try:
         download_file(entry.url, target, entry, progress=progress)
-    except VQFRError:
-        raise
     except (urllib.error.URLError, OSError, TimeoutError) as err:
         reason = getattr(err, "reason", None) or err
         raise VQFRError(_missing_message(entry, target, f"download failed: {reason}")) from None
