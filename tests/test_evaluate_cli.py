@@ -330,3 +330,12 @@ def test_help_shows_defaults(capsys):
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     assert "how many best and how many worst images report.html shows (default: 5)" in text
     assert "(default: 0)" in text and "(default: cpu)" in text and "(default: min(4, CPUs) = " in text
+
+
+def test_unavailable_device_fails_before_any_work(folders, tmp_path, capsys):
+    gt, res, _ = folders
+    bogus = "cuda" if not torch.cuda.is_available() else "tpu"
+    rc, out, stderr = _run(capsys, "--restored", res, "--gt", gt, "--device", bogus, "--out", tmp_path / "r")
+    assert rc == 2 and len(stderr.strip().splitlines()) == 1
+    assert f"--device {bogus}: no CUDA GPU" in stderr or f"unknown device '{bogus}'" in stderr
+    assert not (tmp_path / "r").exists() and out == ""

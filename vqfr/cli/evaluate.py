@@ -156,11 +156,13 @@ def run(args: argparse.Namespace) -> int:
     from vqfr.errors import VQFRError
     from vqfr.metrics.evaluate import EvalOptions, evaluate
     from vqfr.metrics.report import format_table, write_reports
+    from vqfr.utils.device import select_device
 
     if args.workers < 1:
         raise VQFRError(f"--workers must be >= 1, got {args.workers}")
     if args.cases < 1:
         raise VQFRError(f"--cases must be >= 1, got {args.cases}")
+    device = select_device(args.device)  # an unavailable device fails here, before any work
     restored = Path(args.restored)
     metrics = args.metrics or (tuple(_METRIC_NAMES) if args.gt else _NO_GT_DEFAULT)
     _check_metric_choice(metrics, args)
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         fid_weights=args.fid_weights,
         fid_stats=args.fid_stats,
         arcface_weights=args.arcface_weights,
-        device=args.device,
+        device=str(device),
         fid_features=bool(args.save_fid_stats),
     )
     bar = tqdm(desc="evaluate", unit="img", disable=not sys.stderr.isatty(), file=sys.stderr)
