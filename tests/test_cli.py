@@ -1,0 +1,39 @@
+"""The ``vqfr`` entry point: version, help, subcommands, and that --help stays torch-free."""
+
+import subprocess
+import sys
+
+import pytest
+
+from vqfr import __version__
+from vqfr.cli import build_parser, main
+
+SUBCOMMANDS = ("info", "restore", "train", "degrade", "evaluate")
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"vqfr {__version__}"
+    assert main([]) == 0  # no subcommand: help, exit 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([name, "--help"])
+    assert e.value.code == 0 and f"usage: vqfr {name}" in capsys.readouterr().out
+
+
+def test_help_does_not_import_torch():
+    code = "import sys; from vqfr.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_console_script_and_module_entry_points():
+    out = subprocess.run([sys.executable, "-m", "vqfr", "--version"], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == f"vqfr {__version__}"
+    assert build_parser().prog == "vqfr"
