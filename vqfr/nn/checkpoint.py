@@ -116,9 +116,13 @@ def load_weights(net: nn.Module, path: str | os.PathLike, strict: bool = True) -
     problem = check_fit(net, sd, type(net).__name__)
     if problem and strict:
         raise VQFRError(f"{path}: {problem}")
+    return _load_fitting(net, sd)
+
+
+def _load_fitting(net: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
+    """Load every tensor whose name and shape exist in ``net`` (the non-strict path); leave the rest."""
     own = net.state_dict()
-    usable = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
-    net.load_state_dict(usable, strict=False)
+    net.load_state_dict({k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}, strict=False)
     return net
 
 
@@ -170,9 +174,7 @@ def load_network(
     elif strict:
         raise VQFRError(f"{path}: {problem}")
     else:
-        net = build_network(arch, config)
-        own = net.state_dict()
-        net.load_state_dict({k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}, strict=False)
+        net = _load_fitting(build_network(arch, config), sd)
     return net.to(device).eval(), arch, config
 
 
