@@ -59,7 +59,15 @@ def test_too_small_image_is_rejected():
         calculate_niqe(np.zeros((128, 128, 3), np.uint8), 0)
 
 
-# BasicSR 1.4.2 calculate_niqe(img, 0) on the shared aligned faces (cv2.imread, BGR).
+# BasicSR 1.4.2 calculate_niqe(img, 0) on the shared aligned faces (cv2.imread, BGR), on the machine
+# that wrote this test. The numbers are CPU-specific: the float32 MATLAB resize goes through a BLAS
+# matrix-vector product whose rounding differs between CPUs, and NIQE's shape fit is an argmin over a
+# grid of gammas, so one last-bit change can move it to the neighbouring grid point. On a second
+# x86-64 machine BasicSR's own function and ours agreed with each other exactly but moved by up to
+# 3.5e-4 from these values (Julia_Roberts 7.698815 -> 7.698466). NIQE_ABS is ~15x that spread and
+# still 20x smaller than the gap between any two of these faces, so a real error in the
+# implementation (a wrong window, block size or parameter) fails.
+NIQE_ABS = 5e-3
 BASICSR_NIQE = {
     "Adele_crop.png": 7.872259811368298,
     "Julia_Roberts_crop.png": 7.698815581155346,
@@ -72,4 +80,4 @@ BASICSR_NIQE = {
 @pytest.mark.parametrize("name", list(BASICSR_NIQE))
 def test_matches_basicsr_on_real_faces(name):
     img = cv2.imread(str(FACES / name))
-    assert calculate_niqe(img, 0) == pytest.approx(BASICSR_NIQE[name], abs=1e-6)
+    assert calculate_niqe(img, 0) == pytest.approx(BASICSR_NIQE[name], abs=NIQE_ABS)

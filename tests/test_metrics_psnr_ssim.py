@@ -126,8 +126,12 @@ def test_matches_basicsr_on_real_faces(key):
     gt = cv2.imread(str(FACES / "Adele_crop.png"))
     restored = cv2.imread(str(FACES / "Julia_Roberts_crop.png"))
     psnr, ssim = psnr_ssim_pair(restored, gt, crop, y, cmv)
-    assert psnr == pytest.approx(BASICSR[key][0], abs=1e-9)
-    assert ssim == pytest.approx(BASICSR[key][1], abs=1e-10)
+    # Measured spread between two x86-64 machines: 0. The tolerances still allow for other CPUs: the
+    # Y conversion and the mean/variance correction are float32 and numpy/OpenCV pick SIMD reduction
+    # orders per CPU (last-bit changes that move PSNR by ~1e-7 dB at most); 1e-5 dB / 1e-6 SSIM is far
+    # below any difference between methods and far above float64 rounding.
+    assert psnr == pytest.approx(BASICSR[key][0], abs=1e-5)
+    assert ssim == pytest.approx(BASICSR[key][1], abs=1e-6)
     if not cmv:
         assert calculate_psnr(restored, gt, crop, test_y_channel=y) == psnr
         assert calculate_ssim(restored, gt, crop, test_y_channel=y) == ssim

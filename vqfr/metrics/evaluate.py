@@ -3,7 +3,8 @@
 ``evaluate(...)`` returns an :class:`Evaluation` (per-image values, problems, per-metric means and
 the set-level FID); :mod:`vqfr.metrics.report` writes it as a table, CSV, JSON and HTML.
 Images are read the way BasicSR's scripts read them (``cv2`` IMREAD_UNCHANGED, BGR, no EXIF
-rotation), so PSNR/SSIM/NIQE equal BasicSR's numbers on the same files.
+rotation), so PSNR/SSIM/NIQE equal BasicSR's numbers on the same files (on the same machine; NIQE's last
+digits depend on the CPU's float32 BLAS rounding).
 """
 
 from __future__ import annotations
