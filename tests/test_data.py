@@ -219,3 +219,48 @@ def test_rerun_with_other_options_is_refused_unless_overwrite(tmp_path, capsys):
     assert (tmp_path / "out" / "lq" / "face0.png").read_bytes() != lq_before
     meta_path.write_text("{broken")
     assert "cannot read" in _one_line_error(capsys, ["degrade", hq, out, "--size", "64", "--seed", "2"])
+
+
+def test_include_and_exclude_patterns_hold_people_out(tmp_path):
+    _faces(tmp_path / "hq", n=4)
+    kept = HQFaceDataset(tmp_path / "hq", 64, exclude=["face1.*", "face3.png"])
+    assert kept.source.names == ["face0", "face2"]
+    held = PairedFaceDataset(tmp_path / "hq", 64, include=["face[13].png"])
+    assert held.gt.names == ["face1", "face3"]
+    with pytest.raises(VQFRError, match="no images left"):
+        HQFaceDataset(tmp_path / "hq", 64, include=["nobody_*"])
+    with pytest.raises(VQFRError, match="list of file-name patterns"):
+        HQFaceDataset(tmp_path / "hq", 64, exclude="face1.png")
+
+
+def test_augmentation_is_seeded_small_and_off_by_default(tmp_path):
+    from vqfr.data import AugmentConfig
+
+    _faces(tmp_path / "hq", n=2)
+    plain = HQFaceDataset(tmp_path / "hq", 64, hflip=False, seed=1)
+    cfg = AugmentConfig.from_dict({"scale": [0.9, 1.1], "rotate": 5, "shift": 0.03, "color": 0.1})
+    aug = HQFaceDataset(tmp_path / "hq", 64, hflip=False, seed=1, augment=cfg)
+    a, b = aug[(0, 1)]["gt"], aug[(0, 1)]["gt"]
+    assert torch.equal(a, b)  # same key, same draw: resumes and workers see the same sample
+    assert not torch.equal(a, aug[(1, 1)]["gt"])  # another epoch, another draw
+    ref = plain[(0, 1)]["gt"]
+    diff = (a - ref).abs().mean().item()
+    assert 0 < diff < 0.3  # changed, but still the same face on the template
+    assert a.min() >= -1 and a.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"scale": [1.2, 0.8]}, "scale"),
+        ({"rotate": 90}, "rotate"),
+        ({"color": "lots"}, "color"),
+        ({"zoom": 1}, "unknown key"),
+        ("abc", "must be a mapping"),
+    ],
+)
+def test_bad_augmentation_settings_are_one_line_errors(bad, match):
+    from vqfr.data import AugmentConfig
+
+    with pytest.raises(VQFRError, match=match):
+        AugmentConfig.from_dict(bad)

@@ -159,6 +159,21 @@ def test_mobilenet_fallback_with_given_weights(tmp_path):
         build_perceptual({"type": "mobilenet_v2", "mobilenet_weights": str(tmp_path / "bad.pth")})
 
 
+def test_perceptual_input_size_resizes_both_images_first(tmp_path):
+    torch.manual_seed(0)
+    torch.save(MobileNetV2().state_dict(), tmp_path / "mnv2.pth")
+    cfg = {"type": "mobilenet_v2", "mobilenet_weights": str(tmp_path / "mnv2.pth")}
+    full, small = build_perceptual(cfg), build_perceptual({**cfg, "input_size": 64})
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    y = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    down = lambda t: F.interpolate(t, size=(64, 64), mode="bilinear", antialias=True)  # noqa: E731
+    # The same as running the full-size loss on images resized beforehand (float32 rounding apart).
+    assert float(small(y, x)[0]) == pytest.approx(float(full(down(y), down(x))[0]), rel=1e-4)
+    assert float(small(y, x)[0]) != pytest.approx(float(full(y, x)[0]), rel=1e-3)
+    with pytest.raises(VQFRError, match="input_size"):
+        build_perceptual({**cfg, "input_size": 8})
+
+
 def test_packaged_mobilenet_weights_are_imagenet():
     """The offline fallback's weights really are ImageNet MobileNetV2: scikit-image's cat is a cat."""
     path = find_mobilenet_v2_weights()

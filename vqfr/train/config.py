@@ -25,8 +25,16 @@ DEFAULTS: dict[str, Any] = {
     "network": {"arch": None, "config": None, "init_from_stage1": True},
     "stage1": None,  # restoration: {arch, config, weights}
     "data": {
-        "train": {"root": None, "size": 512, "hflip": True, "degradation": None},
-        "val": None,  # {gt, lq (optional), size, degradation, seed, max_images}
+        "train": {
+            "root": None,
+            "size": 512,
+            "hflip": True,
+            "degradation": None,
+            "include": None,  # file-name patterns to keep (relative to root)
+            "exclude": None,  # file-name patterns to leave out, e.g. the validation people
+            "augment": None,  # {scale, rotate, shift, color} of the HQ face
+        },
+        "val": None,  # {gt, lq (optional), size, degradation, seed, max_images, include, exclude}
         "batch_size_per_gpu": 2,
         "num_workers": 4,
     },
@@ -90,7 +98,7 @@ def _merge(base: dict, over: dict, where: str) -> dict:
 
 
 # Blocks whose keys are not fixed by the schema (passed through to constructors).
-_FREE_FORM = {"config", "pixel", "perceptual", "degradation", "optim_g_main", "val"}
+_FREE_FORM = {"config", "pixel", "perceptual", "degradation", "optim_g_main", "val", "augment"}
 
 
 def merge_config(user: dict) -> dict:
@@ -240,6 +248,11 @@ def validate(cfg: dict) -> None:
     _need(bool(data["train"]["root"]), "config data.train.root (folder or .lmdb of HQ faces) is required")
     size = data["train"]["size"]
     _need(isinstance(size, int) and size > 0 and size % 32 == 0, "data.train.size must be a multiple of 32")
+    from vqfr.data.datasets import AugmentConfig, check_patterns
+
+    for key in ("include", "exclude"):
+        check_patterns(data["train"][key], f"data.train.{key}")
+    AugmentConfig.from_dict(data["train"]["augment"])
     _int(data["batch_size_per_gpu"], "data.batch_size_per_gpu", 1)
     _int(data["num_workers"], "data.num_workers", 0)
     if cfg["stage"] == "restoration":

@@ -61,13 +61,32 @@ class _FeatureDistance(nn.Module):
 
     name = "perceptual"
 
-    def __init__(self, perceptual_weight: float = 1.0, style_weight: float = 0.0, style_measure: str = "L1"):
+    def __init__(
+        self,
+        perceptual_weight: float = 1.0,
+        style_weight: float = 0.0,
+        style_measure: str = "L1",
+        input_size: int | None = None,
+    ):
         super().__init__()
         if style_measure not in ("L1", "L2"):
             raise VQFRError(f"style_measure must be L1 or L2, got {style_measure!r}")
+        bad_size = isinstance(input_size, bool) or not isinstance(input_size, int) or input_size < 32
+        if input_size is not None and bad_size:
+            raise VQFRError(f"perceptual.input_size must be an integer >= 32 (or null), got {input_size!r}")
         self.perceptual_weight = float(perceptual_weight)
         self.style_weight = float(style_weight)
         self.style_measure = style_measure
+        self.input_size = input_size
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        # channels_last: the depthwise and 1x1 convolutions of these frozen networks run several times
+        # faster in it on CPU (measured 2-4x for MobileNetV2's forward + backward at 256 px), same values
+        # up to float rounding.
+        x = x.float()
+        if self.input_size is not None and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
+        return x.contiguous(memory_format=torch.channels_last)
 
     def features(self, x: Tensor) -> list[Tensor]:
         raise NotImplementedError
@@ -80,8 +99,8 @@ class _FeatureDistance(nn.Module):
         return super().train(False)  # frozen: batch norm and dropout stay in eval mode
 
     def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, Tensor | None]:
-        f0 = [unit_normalize(f) for f in self.features(pred.float())]
-        f1 = [unit_normalize(f) for f in self.features(target.float())]
+        f0 = [unit_normalize(f) for f in self.features(self._prepare(pred))]
+        f1 = [unit_normalize(f) for f in self.features(self._prepare(target))]
         dist = sum(self.layer_distance(i, (a - b).pow(2)) for i, (a, b) in enumerate(zip(f0, f1)))
         percep = self.perceptual_weight * dist.mean()
         style = None
@@ -106,8 +125,9 @@ class LPIPS(_FeatureDistance):
         perceptual_weight: float = 1.0,
         style_weight: float = 0.0,
         style_measure: str = "L1",
+        input_size: int | None = None,
     ) -> None:
-        super().__init__(perceptual_weight, style_weight, style_measure)
+        super().__init__(perceptual_weight, style_weight, style_measure, input_size)
         self.net = pnn.LPIPS()
 
         vgg = pnn.read_state_dict(vgg_weights, "VGG16")
@@ -125,6 +145,7 @@ class LPIPS(_FeatureDistance):
                 raise VQFRError(f"{lin_weights} is not an LPIPS VGG linear-head file (lin{i} missing or mis-shaped)")
             conv.weight.data.copy_(w)
         self.requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     def features(self, x: Tensor) -> list[Tensor]:
@@ -150,8 +171,9 @@ class MobileNetPerceptual(_FeatureDistance):
         perceptual_weight: float = 1.0,
         style_weight: float = 0.0,
         style_measure: str = "L1",
+        input_size: int | None = None,
     ) -> None:
-        super().__init__(perceptual_weight, style_weight, style_measure)
+        super().__init__(perceptual_weight, style_weight, style_measure, input_size)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
         if not weights and find_mobilenet_v2_weights() is None:
@@ -162,6 +184,7 @@ class MobileNetPerceptual(_FeatureDistance):
         net = load_mobilenet_v2(weights)
         self.blocks = net.features[: _MOBILENET_TAPS[-1] + 1]
         self.requires_grad_(False)
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     def features(self, x: Tensor) -> list[Tensor]:
@@ -184,7 +207,8 @@ def build_perceptual(cfg: dict | None) -> _FeatureDistance | None:
     """Build the perceptual loss from its config block; ``None`` when disabled.
 
     Keys: ``type`` (auto | lpips | mobilenet_v2 | none), ``weight``, ``style_weight``,
-    ``style_measure``, ``vgg_weights`` + ``lin_weights`` (LPIPS), ``mobilenet_weights``
+    ``style_measure``, ``input_size`` (resize both images to this square size first; null keeps
+    them), ``vgg_weights`` + ``lin_weights`` (LPIPS), ``mobilenet_weights``
     (``outputs``, read by the trainer, names the network outputs it applies to).
     ``auto`` uses LPIPS when both LPIPS files are given, else the MobileNetV2 fallback.
     """
@@ -199,6 +223,7 @@ def build_perceptual(cfg: dict | None) -> _FeatureDistance | None:
         perceptual_weight=weight,
         style_weight=float(cfg.get("style_weight", 0.0)),
         style_measure=cfg.get("style_measure", "L1"),
+        input_size=cfg.get("input_size"),
     )
     has_lpips = bool(cfg.get("vgg_weights")) and bool(cfg.get("lin_weights"))
     if kind == "lpips" or (kind == "auto" and has_lpips):

@@ -414,10 +414,20 @@ class Trainer:
 
     def _train_set(self):
         from vqfr.data import DegradationConfig, HQFaceDataset
+        from vqfr.data.datasets import AugmentConfig
 
         tr = self.cfg["data"]["train"]
         deg = DegradationConfig.from_dict(tr["degradation"]) if tr["degradation"] is not None else None
-        return HQFaceDataset(tr["root"], tr["size"], tr["hflip"], deg, seed=int(self.cfg["seed"]))
+        return HQFaceDataset(
+            tr["root"],
+            tr["size"],
+            tr["hflip"],
+            deg,
+            seed=int(self.cfg["seed"]),
+            include=tr["include"],
+            exclude=tr["exclude"],
+            augment=AugmentConfig.from_dict(tr["augment"]),
+        )
 
     def _train_loader(self):
         from torch.utils.data import DataLoader
@@ -480,6 +490,8 @@ class Trainer:
             lq_root=vcfg.get("lq"),
             degradation=deg,
             seed=int(vcfg.get("seed", 0)),
+            include=vcfg.get("include"),
+            exclude=vcfg.get("exclude"),
         )
         net = self.ema.module if self.ema is not None else self.g
         was_training = net.training
