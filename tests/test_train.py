@@ -18,7 +18,7 @@ import yaml
 from vqfr.cli import main
 from vqfr.data.images import read_image, write_png
 from vqfr.errors import VQFRError
-from vqfr.nn.checkpoint import load_network, load_state_dict, save_checkpoint
+from vqfr.nn.checkpoint import build_network, load_network, load_state_dict, save_checkpoint
 from vqfr.nn.configs import tiny_config
 from vqfr.train.config import merge_config
 from vqfr.train.perceptual import MobileNetV2
@@ -289,6 +289,35 @@ def test_stage2_v2_trains_only_encoder_and_main_branch(assets, tmp_path):
     assert len(list((tmp_path / "val" / "step_00000001").glob("*.png"))) == 2
     grid = read_image(tmp_path / "images" / "step_00000001.png")
     assert grid.shape == (2 * 64, 4 * 64, 3)  # two samples; LQ | texture | main | GT
+
+
+def test_stage2_v2_code_phase_then_main_branch_from_zero(assets, tmp_path):
+    cfg = restoration_cfg(assets, "VQFRv2", released_format=True)
+    cfg["train"].update(total_steps=2, main_branch_start=1)
+    cfg["network"]["zero_init_main_branch"] = True
+    for d in cfg["discriminators"]:
+        d["start_step"] = 1
+    seen = []
+    run(cfg, tmp_path, cb=lambda step, logs: seen.append(set(logs)))
+    # Step 1 trains the code predictor alone: no image loss, no adversary on the frozen texture output.
+    assert {"quant_index", "quant_feature", "g_total"} == seen[0]
+    assert {"pixel_main_dec", "perceptual_main_dec", "g_gan_global", "g_gan_local", "d_local"} <= seen[1]
+    first = torch.load(tmp_path / "checkpoints" / "step_00000001.pt", weights_only=True)["nets"]["g"]
+    last = torch.load(tmp_path / "checkpoints" / "step_00000002.pt", weights_only=True)["nets"]["g"]
+    zeroed = "main_branch.decoder_dict.Level_1.conv2.weight"
+    assert float(first[zeroed].abs().max()) == 0.0  # zero-initialised, untouched in the code phase
+    assert float(last[zeroed].abs().max()) > 0.0  # gradients reach it once the main branch trains
+
+
+def test_zero_init_main_branch_makes_main_equal_texture():
+    from vqfr.train.nets import zero_init_main_branch
+
+    torch.manual_seed(0)
+    net = build_network("VQFRv2", tiny_config("VQFRv2")).eval()
+    zero_init_main_branch(net)
+    with torch.no_grad():
+        out = net(torch.rand(1, 3, 64, 64) * 2 - 1, fidelity_ratio=1.0)
+    assert torch.allclose(out["main_dec"], out["texture_dec"], atol=1e-6)
 
 
 def test_stage2_v1_runs_with_four_discriminators(assets, tmp_path):

@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
     "name": None,
     "stage": None,
     "seed": 0,
-    "network": {"arch": None, "config": None, "init_from_stage1": True},
+    "network": {"arch": None, "config": None, "init_from_stage1": True, "zero_init_main_branch": False},
     "stage1": None,  # restoration: {arch, config, weights}
     "data": {
         "train": {
@@ -47,6 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "ema_decay": 0.0,
         "amp": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | off
         "fidelity_ratio": 1.0,
+        "main_branch_start": 0,  # VQFRv2: steps up to this one train the code predictor alone (fidelity 0)
         "find_unused_parameters": False,
     },
     "losses": {
@@ -234,6 +235,10 @@ def validate(cfg: dict) -> None:
     _need(train["amp"] in ("auto", "bf16", "off"), "train.amp must be auto, bf16 or off")
     train["ema_decay"] = _num(train["ema_decay"], "train.ema_decay", 0.0, 1.0, hi_open=True)
     train["fidelity_ratio"] = _num(train["fidelity_ratio"], "train.fidelity_ratio", 0.0, 1.0)
+    _int(train["main_branch_start"], "train.main_branch_start", 0)
+    _need(isinstance(net["zero_init_main_branch"], bool), "network.zero_init_main_branch must be true or false")
+    if train["main_branch_start"] or net["zero_init_main_branch"]:
+        _need(net["arch"] == "VQFRv2", "train.main_branch_start and network.zero_init_main_branch are for VQFRv2")
     for key in ("optim_g", "optim_d"):
         _optimizer(train[key], f"train.{key}")
     if train["optim_g_main"] is not None:

@@ -54,6 +54,22 @@ def init_from_stage1(net: nn.Module, stage1: nn.Module) -> list[str]:
     return copied
 
 
+def zero_init_main_branch(net: nn.Module) -> None:
+    """Zero the output convolutions of the VQFRv2 main branch's last fusion block.
+
+    The main branch's contribution ``x`` then starts at 0, so ``main_dec`` starts equal to
+    ``texture_dec`` at every fidelity and training moves it from there (instead of from the noise
+    of a random branch, which a short CPU run would not train away). Gradients still reach both
+    zeroed layers: their inputs are not zero.
+    """
+    block = net.main_branch.decoder_dict[f"Level_{1}"]
+    for layer in (block.conv2, block.residual_func):
+        if isinstance(layer, nn.Conv2d):
+            nn.init.zeros_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 def param_groups(cfg: dict, net: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Trainable parameters by optimizer group; sets ``requires_grad`` to match (frozen parts off)."""
     arch = cfg["network"]["arch"]

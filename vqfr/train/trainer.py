@@ -44,7 +44,7 @@ from .losses import (
     mse_loss,
     r1_penalty,
 )
-from .nets import build_generator, init_from_stage1, load_stage1, param_groups
+from .nets import build_generator, init_from_stage1, load_stage1, param_groups, zero_init_main_branch
 from .perceptual import build_perceptual
 
 
@@ -143,6 +143,8 @@ class Trainer:
             self.g1 = load_stage1(cfg).to(self.device)
             if cfg["network"]["init_from_stage1"]:
                 init_from_stage1(self.g, self.g1)
+            if cfg["network"]["zero_init_main_branch"]:
+                zero_init_main_branch(self.g)
         groups = param_groups(cfg, self.g)
         optimized = {id(p) for group in groups.values() for p in group}
         # Parameters that need gradients but no optimizer updates (VQFRv2's shared output conv).
@@ -294,7 +296,11 @@ class Trainer:
                 if losses["codebook_weight"]:
                     terms["codebook"] = float(losses["codebook_weight"]) * cb_loss.float()
             elif self.arch == "VQFRv2":
-                res = self.g_train(lq, fidelity_ratio=float(self.cfg["train"]["fidelity_ratio"]))
+                # Up to main_branch_start only the code predictor trains: at fidelity 0 the network skips
+                # the main branch, main_dec is the (frozen) texture output and its image losses drop out.
+                codes_only = self.step <= int(self.cfg["train"]["main_branch_start"])
+                ratio = 0.0 if codes_only else float(self.cfg["train"]["fidelity_ratio"])
+                res = self.g_train(lq, fidelity_ratio=ratio)
                 outputs = {"main_dec": res["main_dec"], "texture_dec": res["texture_dec"]}
                 with torch.no_grad():
                     hq, _ = self.g1(gt, return_keys=())
@@ -326,17 +332,24 @@ class Trainer:
         losses = self.cfg["losses"]
         gt = batch["gt"].to(self.device, non_blocking=True)
         lq = batch["lq"].to(self.device, non_blocking=True) if "lq" in batch else None
-        active = [a for a in self.adversaries if self.step > int(a.opts["start_step"])]
         for a in self.adversaries:
             a.net.requires_grad_(False)
 
         outputs, terms = self._forward_g(gt, lq)
+        # An output that carries no gradient (VQFRv2's frozen texture branch) gets no image losses
+        # and no adversary: they could not change the generator.
+        trained = {k for k, v in outputs.items() if v.requires_grad}
+        active = [
+            a for a in self.adversaries if self.step > int(a.opts["start_step"]) and a.opts["target"] in trained
+        ]
         by_output: dict[str, dict[str, Tensor]] = {k: {} for k in outputs}
         for key, w in losses["pixel"].items():
-            if w:
+            if w and key in trained:
                 by_output[key]["pixel"] = float(w) * l1_loss(outputs[key], gt)
         if self.perceptual is not None:
             for key in losses["perceptual"].get("outputs", ["dec"]):
+                if key not in trained:
+                    continue
                 p, s = self.perceptual(outputs[key], gt)
                 by_output[key]["perceptual"] = p
                 if s is not None:
