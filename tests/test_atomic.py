@@ -5,9 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -102,40 +99,16 @@ def test_shown_quotes_only_unprintable_names():
 
 
 # ---------------------------------------------------------------- output folder lock
-def _holder(folder: Path) -> subprocess.Popen:
-    """A second process that holds the lock on ``folder`` until its stdin closes."""
-    code = textwrap.dedent(
-        f"""
-        import sys
-        from vqfr.utils.lock import output_folder_lock
-        with output_folder_lock({str(folder)!r}, "vqfr restore"):
-            print("locked", flush=True)
-            sys.stdin.read()
-        """
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert proc.stdout.readline().strip() == "locked"
-    return proc
-
-
 @pytest.mark.skipif(os.name != "posix", reason="advisory locks are POSIX-only")
-def test_second_run_is_refused_naming_the_first(tmp_path):
+def test_second_run_is_refused_naming_the_first(tmp_path, lock_holder):
     folder = tmp_path / "out"
-    proc = _holder(folder)
-    try:
-        with pytest.raises(VQFRError) as info:
-            with output_folder_lock(folder, "vqfr restore"):
-                pass
-        msg = str(info.value)
-        assert f"pid {proc.pid}" in msg and "in use by another run" in msg and "\n" not in msg
-    finally:
-        proc.communicate("")
+    proc = lock_holder(folder)
+    with pytest.raises(VQFRError) as info:
+        with output_folder_lock(folder, "vqfr restore"):
+            pass
+    msg = str(info.value)
+    assert f"pid {proc.pid}" in msg and "in use by another run" in msg and "\n" not in msg
+    proc.communicate("")
     with output_folder_lock(folder):  # released when the holder exits
         assert (folder / LOCK_NAME).exists()
     assert not (folder / LOCK_NAME).exists()
