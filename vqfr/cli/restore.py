@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("-i", "--input", required=True, help="an image, a folder of images, or a quoted glob pattern")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (outside the input folder)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help="output folder (not inside the folder of any input)"
+    )
     p.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of an input folder")
     p.add_argument("--aligned", action="store_true", help="inputs are already 512x512 FFHQ-aligned face crops")
     p.add_argument(
