@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -27,6 +28,9 @@ from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_ima
 from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
 from vqfr.utils.device import select_device
 from vqfr.utils.image_tensor import tensor_to_uint8
+
+if TYPE_CHECKING:
+    import torch
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
 DEFAULT_FIDELITY = 0.5
@@ -132,7 +136,7 @@ class FaceRestorer:
         self,
         model: str | os.PathLike = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
-        device="auto",
+        device: str | torch.device = "auto",
         half: bool = False,
         upscale: float = 2.0,
         fidelity: float | None = None,

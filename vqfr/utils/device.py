@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vqfr.errors import VQFRError
 
+if TYPE_CHECKING:
+    import torch
 
-def select_device(device="auto", allow_mps: bool = True):
+
+def select_device(device: str | torch.device = "auto", allow_mps: bool = True) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS (if ``allow_mps``), then the CPU; a ``torch.device`` is taken as is.
 
     An explicit choice that is not available here is a one-line error.
