@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
 import io
 import json
+import os
 import urllib.error
 from pathlib import Path
 
@@ -461,8 +463,229 @@ def _empty(tmp_path: Path) -> Path:
 
 def test_cli_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQFR_HOME", str(tmp_path / "home"))
-    write_image(tmp_path / "x.png", _no_face())
-    rc = main(["restore", "-i", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--no-download"])
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    rc = main(["restore", "-i", str(tmp_path / "in" / "x.png"), "-o", str(tmp_path / "out"), "--no-download"])
     err = capsys.readouterr().err
     assert rc == 2 and str(tmp_path / "home" / "VQFR_v2.pth") in err
     assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # created and locked before the model loaded, removed again
+
+
+# ---------------------------------------------------------------- hardening (issue 8)
+def _run(*args: str) -> int:
+    return main(["restore", *map(str, args)])
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_output_inside_the_folder_of_a_file_or_glob_input_is_refused(tiny_v2, tmp_path, monkeypatch, capsys):
+    inp = tmp_path / "in2"
+    write_image(inp / "face.png", _no_face())
+    write_image(inp / "sub" / "b.png", _no_face())
+    missing = tmp_path / "missing.pth"  # the check must come before the model is looked for
+    for args in (
+        ["-i", inp / "**" / "*.png", "-r", "-o", inp / "out"],
+        ["-i", inp / "sub" / "*.png", "-o", inp / "out"],  # the glob's fixed part is in2/sub; in2/out is beside it
+        ["-i", inp / "face.png", "-o", inp / "newout"],
+        ["-i", inp / "sub" / "b.png", "-o", inp / "sub" / "deep" / "out"],
+    ):
+        rc = _run(*args, "--model", missing, "-s", 1)
+        err = capsys.readouterr().err
+        if args[1] == inp / "sub" / "*.png":
+            assert rc == 2 and "checkpoint not found" in err  # outside in2/sub: allowed
+            continue
+        assert rc == 2 and "choose a folder outside it" in err and len(err.strip().splitlines()) == 1, err
+    assert _files(inp) == ["face.png", "sub/b.png"]
+    monkeypatch.chdir(inp)  # the plain form: a file in the current folder, an output folder next to it
+    assert _run("-i", "face.png", "-o", "results", "--model", missing) == 2
+    assert "inside" in capsys.readouterr().err and not (inp / "results").exists()
+
+
+def test_unwritable_output_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    real_mkdir = os.mkdir
+
+    def read_only_mkdir(path, *args, **kwargs):
+        if Path(path).name == "locked":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", read_only_mkdir)
+    rc = _run("-i", tmp_path / "in" / "x.png", "-o", tmp_path / "locked" / "out", "--model", tmp_path / "no.pth")
+    err = capsys.readouterr().err
+    assert rc == 2 and "cannot create the output folder" in err and "Permission denied" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_results_json_that_cannot_be_written_is_one_line(tiny_v2, tmp_path, monkeypatch, capsys):
+    from vqfr.utils import atomic
+
+    write_image(tmp_path / "in" / "x.png", _no_face())
+
+    def full_disk(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(atomic, "atomic_write_text", full_disk)
+    rc = _run("-i", tmp_path / "in" / "x.png", "-o", tmp_path / "out", "--model", tiny_v2, "-q")
+    err = capsys.readouterr().err
+    assert rc == 2 and "results.json (No space left on device)" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_input_leaves_none_of_its_files(tiny_v2, tmp_path, monkeypatch, capsys, failure):
+    from vqfr.utils import atomic
+
+    inp = tmp_path / "in"
+    for name in ("a", "b", "c"):
+        write_image(inp / f"{name}.png", _no_face())
+    real_replace = os.replace
+
+    def replace(src, dst):  # the disk fills up (or Ctrl-C comes) while b's third file is put in place
+        if Path(dst).name == "b_00.png" and Path(dst).parent.name == "cmp":
+            raise failure
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    out = tmp_path / "out"
+    rc = _run("-i", inp, "-o", out, "--model", tiny_v2, "--aligned", "-s", 0.25)
+    err = capsys.readouterr().err
+    report = json.loads((out / "results.json").read_text())
+    listed = {report_path for e in report["inputs"] for report_path in _listed(e)}
+    assert listed == {str(out / f) for f in _files(out) if f != "results.json"}  # exactly what exists
+    assert not any("b" in Path(f).stem.split("_")[0] for f in _files(out))  # none of b's four files
+    if isinstance(failure, KeyboardInterrupt):
+        assert rc == 130 and "interrupted" in err
+        assert [Path(e["input"]).name for e in report["inputs"]] == ["a.png"]
+    else:
+        assert rc == 1 and [e["status"] for e in report["inputs"]] == ["ok", "error", "ok"]
+        assert "b.png: cannot write its outputs" in err and "No space left on device" in err
+        assert len(_files(out)) == 1 + 2 * 4
+
+
+def _listed(entry: dict) -> list[str]:
+    return ([entry["output"]] if entry["output"] else []) + [
+        face[k] for face in entry["faces"] for k in ("cropped", "restored", "cmp")
+    ]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_outputs_get_normal_permissions(tiny_v2, tmp_path):
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    saved = os.umask(0o022)
+    try:
+        assert _run("-i", tmp_path / "in", "-o", tmp_path / "out", "--model", tiny_v2, "--aligned", "-q") == 0
+    finally:
+        os.umask(saved)
+    modes = {f: (tmp_path / "out" / f).stat().st_mode & 0o777 for f in _files(tmp_path / "out")}
+    assert len(modes) == 5 and set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.skipif(os.name != "posix", reason="advisory locks are POSIX-only")
+def test_second_run_into_the_same_folder_is_refused(tiny_v2, tmp_path, capsys, lock_holder):
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    out = tmp_path / "out"
+    other = lock_holder(out)
+    rc = _run("-i", tmp_path / "in", "-o", out, "--model", tiny_v2, "--aligned", "-q")
+    err = capsys.readouterr().err
+    assert rc == 2 and f"in use by another run (pid {other.pid} on " in err and len(err.strip().splitlines()) == 1
+    other.communicate("")  # the first run ends: the folder is free again
+    assert _run("-i", tmp_path / "in", "-o", out, "--model", tiny_v2, "--aligned", "-q") == 0
+    faces = ["cmp/x_00.png", "cropped_faces/x_00.png", "restored_faces/x_00.png"]
+    assert _files(out) == sorted(["results.json", "restored_imgs/x.png", *faces])
+
+
+@pytest.mark.parametrize("suffix", ["/../../../escaped", "a/b", "..", "a\\b", "x\ny", " ", "\t"])
+def test_suffix_that_is_not_a_plain_name_is_refused(tiny_v2, tmp_path, capsys, suffix):
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    out = tmp_path / "deep" / "er" / "out"
+    rc = _run("-i", tmp_path / "in", "-o", out, "--model", tiny_v2, "--aligned", "--suffix", suffix, "-q")
+    err = capsys.readouterr().err
+    assert rc == 2 and "suffix" in err and len(err.strip().splitlines()) == 1
+    assert _files(tmp_path) == ["in/x.png"]
+
+
+def test_run_batch_refuses_a_bad_suffix_too(restorer, tmp_path):
+    from vqfr.restore.batch import BatchOptions, run_batch
+
+    write_image(tmp_path / "in" / "x.png", _no_face())
+    with pytest.raises(VQFRError, match="suffix"):
+        run_batch(restorer, collect_inputs(tmp_path / "in"), tmp_path / "out", BatchOptions(suffix="../x"), False)
+    assert _files(tmp_path) == ["in/x.png"]
+
+
+def _gif(path: Path, frames: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(np.roll(_no_face(), 7 * i, axis=1)) for i in range(frames)]
+    images[0].save(path, save_all=frames > 1, append_images=images[1:], duration=100)
+
+
+def test_gif_inputs_restore_the_first_frame_as_png(tiny_v2, tmp_path):
+    _gif(tmp_path / "in" / "anim.gif", 3)
+    _gif(tmp_path / "in" / "still.gif", 1)
+    out = tmp_path / "out"
+    assert _run("-i", tmp_path / "in" / "anim.gif", "-o", out, "--model", tiny_v2, "-s", 1, "-q") == 0
+    entry = json.loads((out / "results.json").read_text())["inputs"][0]
+    assert entry["status"] == "no_face" and entry["output"] == str(out / "restored_imgs" / "anim.png")
+    assert any("first of its 3 frames" in n for n in entry["notes"])
+    first = read_image(tmp_path / "in" / "anim.gif").pixels
+    np.testing.assert_array_equal(read_image(entry["output"]).pixels, first)
+    # a folder scan takes GIFs too, with the same rule
+    out2 = tmp_path / "out2"
+    assert _run("-i", tmp_path / "in", "-o", out2, "--model", tiny_v2, "-s", 1, "-q") == 0
+    assert _files(out2 / "restored_imgs") == ["anim.png", "still.png"]
+    notes = [n for e in json.loads((out2 / "results.json").read_text())["inputs"] for n in e["notes"]]
+    assert any("its single frame" in n for n in notes)
+
+
+def test_api_arguments_of_the_wrong_type_are_one_line_errors(restorer, tiny_v2):
+    import torch
+
+    with pytest.raises(VQFRError, match="upscale must be a number, got None"):
+        FaceRestorer(model=str(tiny_v2), device="cpu", upscale=None)
+    with pytest.raises(VQFRError, match="upscale must be a number, got 'x'"):
+        restorer.restore(_no_face(), upscale="x")
+    with pytest.raises(VQFRError, match="fidelity must be a number"):
+        restorer.restore(_no_face(), fidelity="high")
+    with pytest.raises(VQFRError, match="batch size"):
+        FaceRestorer(model=str(tiny_v2), device="cpu", batch_size="4")
+    with pytest.raises(VQFRError, match="crop 0 is shape \\(64, 64\\) uint8"):
+        restorer.restore_crops([np.zeros((64, 64), np.uint8)])
+    with pytest.raises(VQFRError, match="crop 1 is list"):
+        restorer.restore_crops([np.zeros((64, 64, 3), np.uint8), [1, 2, 3]])
+    on_cpu = FaceRestorer(model=str(tiny_v2), device=torch.device("cpu"))
+    assert on_cpu.device == torch.device("cpu")
+    assert restorer.restore_crops([np.zeros((64, 64, 3), np.uint8)])[0].shape == (512, 512, 3)
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line(tiny_v2, tmp_path, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "bad\nname.png").write_text("not an image")
+    write_image(inp / "good.png", _no_face())
+    rc = _run("-i", inp, "-o", tmp_path / "out", "--model", tiny_v2, "--aligned", "-q")
+    err = capsys.readouterr().err
+    assert rc == 1
+    failed = [line for line in err.splitlines() if "failed:" in line and "not an image" in line]
+    assert len(failed) == 1 and "bad\\nname.png" in failed[0], err
+    assert "name.png" not in err.replace("bad\\nname.png", "")  # no line starts with the rest of the name
+
+
+def test_info_tells_truncated_and_wrong_checksum_weights_from_good_ones(tiny_v2, tmp_path, monkeypatch, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("VQFR_HOME", str(home))
+    data = tiny_v2.read_bytes()
+    (home / "VQFR_v2.pth").write_bytes(data)
+    (home / "VQFR_v1-33a1fac5.pth").write_bytes(data)  # not the released file: its name's sum does not match
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    v2 = next(line for line in out.splitlines() if "VQFR_v2.pth" in line)
+    v1 = next(line for line in out.splitlines() if "VQFR_v1-33a1fac5.pth" in line)
+    assert "present (complete and undamaged" in v2
+    assert "present but corrupt or truncated: SHA-256" in v1 and "33a1fac5" in v1
+    (home / "VQFR_v2.pth").write_bytes(data[: len(data) // 2])
+    assert main(["info"]) == 0
+    v2 = next(line for line in capsys.readouterr().out.splitlines() if "VQFR_v2.pth" in line)
+    assert "present but truncated or corrupt" in v2 and "download it again" in v2

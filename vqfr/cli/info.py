@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vqfr.restore.zoo import ZooModel
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +34,56 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights folder ($VQFR_HOME): {home}")
     for name, entry in ZOO.items():
         path = home / entry.filename
-        state = "present" if path.is_file() else f"missing (download {entry.url})"
+        state = weights_state(path, entry) if path.exists() else f"missing (download {entry.url})"
         default = " [default]" if name == DEFAULT_MODEL else ""
         print(f"  {name}{default}: {entry.filename} {state}")
     return 0
+
+
+def weights_state(path: Path, entry: ZooModel) -> str:
+    """Whether a released weights file is usable: its published SHA-256 where there is one, else
+    at least a complete, undamaged checkpoint archive (a truncated download must not read as present)."""
+    from vqfr.utils.download import sha256_file, sha256_matches
+
+    if not path.is_file():
+        return "present but not a file; delete it and download it again"
+    expected = entry.sha256 or entry.sha256_prefix
+    try:
+        if expected:
+            digest = sha256_file(path)
+            if sha256_matches(digest, expected):
+                return "present, checksum verified"
+            return (
+                f"present but corrupt or truncated: SHA-256 {digest[:16]}... is not the published {expected[:16]}...; "
+                "delete it and download it again"
+            )
+        return _archive_state(path)
+    except OSError as err:
+        return f"present but unreadable ({err.strerror or err})"
+
+
+def _archive_state(path: Path) -> str:
+    """A checkpoint file judged by its structure alone (for files without a published sum)."""
+    import zipfile
+
+    problem = None
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not magic:
+        problem = "empty"
+    if magic == b"PK\x03\x04":  # torch's zip format: a truncated file lacks the end record, a damaged one fails CRCs
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if not any(name.endswith("data.pkl") for name in archive.namelist()):
+                    problem = "not a PyTorch checkpoint (a zip file without data.pkl)"
+                elif bad := archive.testzip():
+                    problem = f"corrupt (checksum error in {bad})"
+        except (zipfile.BadZipFile, EOFError, ValueError):
+            problem = "truncated or corrupt (incomplete zip archive)"
+        if problem is None:
+            return "present (complete and undamaged; no published checksum to compare)"
+    elif magic[:1] == b"\x80":  # a legacy (pre-zip) torch pickle: nothing to check without loading it
+        return "present (legacy format, not checked; no published checksum)"
+    else:
+        problem = problem or "not a PyTorch checkpoint"
+    return f"present but {problem}; delete it and download it again"

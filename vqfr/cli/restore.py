@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("-i", "--input", required=True, help="an image, a folder of images, or a quoted glob pattern")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder (outside the input folder)")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help="output folder (not inside the folder of any input)"
+    )
     p.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of an input folder")
     p.add_argument("--aligned", action="store_true", help="inputs are already 512x512 FFHQ-aligned face crops")
     p.add_argument(
@@ -47,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "png", "jpg", "webp", "bmp", "tiff"],
         help="format of restored_imgs: auto keeps the input's (default)",
     )
-    p.add_argument("--suffix", default=None, help="added to restored image and face file names")
+    p.add_argument(
+        "--suffix", default=None, help="added to restored image and face file names (no path separators or '..')"
+    )
     p.add_argument(
         "--min-eye-distance",
         type=float,
@@ -76,11 +80,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vqfr.errors import VQFRError
-    from vqfr.face.detect import FaceDetector
     from vqfr.io import DEFAULT_MAX_PIXELS
-    from vqfr.restore.batch import BatchOptions, check_output_folder, collect_inputs, run_batch
-    from vqfr.restore.pipeline import FaceRestorer
-    from vqfr.restore.zoo import DEFAULT_MODEL
+    from vqfr.restore.batch import check_output_folder, check_suffix, collect_inputs
+    from vqfr.utils.lock import output_folder_lock
 
     def say(msg: str) -> None:
         if not args.quiet:
@@ -88,12 +90,27 @@ def run(args: argparse.Namespace) -> int:
 
     inputs = collect_inputs(args.input, recursive=args.recursive)
     check_output_folder(Path(args.output), inputs)  # before any slow model loading
+    check_suffix(args.suffix)
     if args.max_pixels is None:
         max_pixels = DEFAULT_MAX_PIXELS
     elif args.max_pixels < 0:
         raise VQFRError(f"--max-pixels must be positive (or 0 for no limit), got {args.max_pixels:g}")
     else:
         max_pixels = int(args.max_pixels) or None
+    # Create, check and lock the output folder before the slow model loading: an unwritable folder or
+    # one another run is writing into fails now, not after minutes of work.
+    with output_folder_lock(args.output, "vqfr restore"):
+        return _restore(args, inputs, max_pixels, say)
+
+
+def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> int:
+    from vqfr.errors import VQFRError
+    from vqfr.face.detect import FaceDetector
+    from vqfr.restore.batch import BatchOptions, run_batch
+    from vqfr.restore.pipeline import FaceRestorer
+    from vqfr.restore.zoo import DEFAULT_MODEL
+    from vqfr.utils.paths import shown
+
     bg = None
     if args.bg_upsampler == "realesrgan":
         if not args.bg_weights:
@@ -129,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     line = (
         f"{s['processed']} input(s): {s['restored']} restored ({s['faces']} faces"
         + (f", {s['skipped_faces']} too small/skipped" if s["skipped_faces"] else "")
-        + f"), {s['no_face']} without faces, {s['failed']} failed in {s['seconds']:.1f}s; results in {args.output}"
+        + f"), {s['no_face']} without faces, {s['failed']} failed in {s['seconds']:.1f}s;"
+        + f" results in {shown(args.output)}"
     )
     if s["failed"]:
         print(line, file=sys.stderr)

@@ -8,7 +8,7 @@ from vqfr.io.read import (
     check_pixel_limit,
     read_image,
 )
-from vqfr.io.write import supports_alpha, to_uint8, write_image
+from vqfr.io.write import encode_image, supports_alpha, to_uint8, write_image
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -16,6 +16,7 @@ __all__ = [
     "LoadedImage",
     "apply_orientation",
     "check_pixel_limit",
+    "encode_image",
     "read_image",
     "supports_alpha",
     "to_uint8",

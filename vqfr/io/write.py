@@ -10,6 +10,7 @@ import numpy as np
 
 from vqfr.errors import VQFRError
 from vqfr.utils.atomic import atomic_write_bytes
+from vqfr.utils.paths import shown
 
 # extension -> (OpenCV encoder extension, keeps 16 bit, keeps alpha)
 _FORMATS = {
@@ -44,9 +45,20 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     (callers that care check :func:`supports_alpha` first).
     """
     path = Path(path)
+    data = encode_image(path, image, quality)
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as err:
+        raise VQFRError(f"{shown(path)}: cannot write ({err.strerror or err})") from None
+    return path
+
+
+def encode_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> bytes:
+    """The file contents :func:`write_image` would write to ``path`` (format from its extension)."""
+    path = Path(path)
     ext, keeps_16bit, keeps_alpha = _format(path)
     if image.dtype not in (np.uint8, np.uint16):
-        raise VQFRError(f"{path}: cannot write {image.dtype} pixels (expected uint8 or uint16)")
+        raise VQFRError(f"{shown(path)}: cannot write {image.dtype} pixels (expected uint8 or uint16)")
     if image.ndim == 3 and image.shape[2] == 4 and not keeps_alpha:
         image = image[..., :3]
     if image.dtype == np.uint16 and not keeps_16bit:
@@ -54,7 +66,7 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
     if image.ndim == 3:
         code = {3: cv2.COLOR_RGB2BGR, 4: cv2.COLOR_RGBA2BGRA}.get(image.shape[2])
         if code is None:
-            raise VQFRError(f"{path}: cannot write an image with {image.shape[2]} channels")
+            raise VQFRError(f"{shown(path)}: cannot write an image with {image.shape[2]} channels")
         image = cv2.cvtColor(np.ascontiguousarray(image), code)
     params: list[int] = []
     if ext == ".jpg":
@@ -63,17 +75,13 @@ def write_image(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -
         params = [cv2.IMWRITE_WEBP_QUALITY, int(quality)]
     ok, buf = cv2.imencode(ext, np.ascontiguousarray(image), params)
     if not ok:
-        raise VQFRError(f"{path}: the {ext} encoder failed")
-    try:
-        atomic_write_bytes(path, buf.tobytes())
-    except OSError as err:
-        raise VQFRError(f"{path}: cannot write ({err.strerror or err})") from None
-    return path
+        raise VQFRError(f"{shown(path)}: the {ext} encoder failed")
+    return buf.tobytes()
 
 
 def _format(path: Path) -> tuple[str, bool, bool]:
     fmt = _FORMATS.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(sorted({k.lstrip(".") for k in _FORMATS}))
-        raise VQFRError(f"{path}: unknown image extension {path.suffix!r} (use one of: {known})")
+        raise VQFRError(f"{shown(path)}: unknown image extension {path.suffix!r} (use one of: {known})")
     return fmt

@@ -2,7 +2,9 @@
 
 ``OUTDIR/cropped_faces``, ``restored_faces``, ``cmp`` (aligned input | restored, side by side),
 ``restored_imgs`` and ``results.json``. One bad file never stops the batch; inputs are never
-written to, and the output folder may not be (or sit inside) an input folder.
+written to, and the output folder may not be (or sit inside) the folder of any input. An input's
+output files appear all together or not at all, and ``results.json`` lists exactly those. The
+output folder is locked for the run, so two runs cannot mix their outputs.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ import numpy as np
 
 from vqfr import __version__
 from vqfr.errors import VQFRError
-from vqfr.io import IMAGE_EXTENSIONS, read_image, supports_alpha, write_image
+from vqfr.io import IMAGE_EXTENSIONS, encode_image, read_image, supports_alpha
 from vqfr.restore.pipeline import FaceRestorer, RestoreResult
-from vqfr.utils.paths import blocking_file
+from vqfr.utils.atomic import atomic_write_group
+from vqfr.utils.lock import output_folder_lock
+from vqfr.utils.paths import blocking_file, shown
 
 _GLOB_CHARS = set("*?[")
+
+# Restoration also reads GIFs (their first frame; the output is PNG); training and evaluation do not.
+INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif")
+# Formats written to restored_imgs; other inputs (GIF, ...) are saved as PNG with --ext auto.
+_WRITABLE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff")
 
 
 @dataclass
@@ -34,7 +43,7 @@ class InputSet:
 
     files: list[Path]
     root: Path | None  # names are kept relative to this folder (None: bare file names)
-    folders: list[Path] = field(default_factory=list)  # folders the user handed over as input
+    folders: list[Path] = field(default_factory=list)  # folders searched for inputs (folder or glob root)
 
 
 def collect_inputs(spec: str | os.PathLike, recursive: bool = False) -> InputSet:
@@ -46,18 +55,18 @@ def collect_inputs(spec: str | os.PathLike, recursive: bool = False) -> InputSet
         root = _glob_root(text)
         if not files:
             raise VQFRError(f"no files match {text!r}")
-        return InputSet(files, root, [])
+        return InputSet(files, root, [root])
     if path.is_dir():
         pattern = "**/*" if recursive else "*"
-        files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in INPUT_EXTENSIONS)
         if not files:
             hint = "" if recursive else " (add --recursive to look in sub-folders)"
-            exts = " ".join(IMAGE_EXTENSIONS)
-            raise VQFRError(f"no images ({exts}) in folder {path}{hint}")
+            exts = " ".join(INPUT_EXTENSIONS)
+            raise VQFRError(f"no images ({exts}) in folder {shown(path)}{hint}")
         return InputSet(files, path, [path])
     if path.is_file():
         return InputSet([path], None, [])
-    raise VQFRError(f"input not found: {text}")
+    raise VQFRError(f"input not found: {shown(text)}")
 
 
 def _glob_root(pattern: str) -> Path | None:
@@ -71,22 +80,49 @@ def _glob_root(pattern: str) -> Path | None:
 
 
 def check_output_folder(outdir: Path, inputs: InputSet) -> None:
-    """Refuse an output folder that is an input folder or inside one, so inputs are never touched;
-    and one that cannot be a folder (an existing file on the path)."""
-    out = outdir.expanduser().resolve()
+    """Refuse an output folder that is, or is inside, the folder of any input (a folder input, a glob's
+    fixed part, or the folder holding an input file): inputs stay untouched, and a later run over
+    those folders never takes earlier outputs for inputs. Also refuse a path blocked by a file."""
+    out = Path(outdir).expanduser().resolve()
     blocked = blocking_file(out)
     if blocked is not None:
-        raise VQFRError(f"output folder {outdir} cannot be created: {blocked} is a file")
+        raise VQFRError(f"output folder {shown(outdir)} cannot be created: {shown(blocked)} is a file")
     for folder in inputs.folders:
-        folder = folder.resolve()
+        folder = folder.expanduser().resolve()
         if out == folder or folder in out.parents:
-            raise VQFRError(f"output folder {outdir} is inside the input folder {folder}; choose a folder outside it")
-    for file in inputs.files:
-        if out == file.resolve().parent:
             raise VQFRError(
-                f"output folder {outdir} is the folder of the input {file}; "
+                f"output folder {shown(outdir)} is inside the input folder {shown(folder)}; choose a folder outside it"
+            )
+    parents: dict[Path, Path] = {}
+    for file in inputs.files:
+        parents.setdefault(file.resolve().parent, file)
+    for parent, file in parents.items():
+        if out == parent:
+            raise VQFRError(
+                f"output folder {shown(outdir)} is the folder of the input {shown(file)}; "
                 "choose another folder so inputs stay untouched"
             )
+        if parent in out.parents:
+            raise VQFRError(
+                f"output folder {shown(outdir)} is inside {shown(parent)}, the folder of the input {shown(file)}; "
+                "choose a folder outside it"
+            )
+
+
+def check_suffix(suffix: str | None) -> str | None:
+    """A ``--suffix`` that can only extend a file name: no path separators, '..', control characters,
+    or blank text (None or '' means no suffix)."""
+    if suffix is None or suffix == "":
+        return None
+    if not isinstance(suffix, str):
+        raise VQFRError(f"suffix must be text, got {suffix!r}")
+    separators = {"/", "\\", os.sep, os.altsep or "/"}
+    if any(c in suffix for c in separators) or ".." in suffix or not suffix.isprintable() or not suffix.strip():
+        raise VQFRError(
+            f"suffix {suffix!r} cannot be used in file names: use letters, digits, '-', '_' or '.' "
+            "(no path separators, '..', control characters or blanks)"
+        )
+    return suffix
 
 
 @dataclass
@@ -135,12 +171,22 @@ def run_batch(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Restore every input file; returns the ``results.json`` document (also written to ``outdir``)."""
-    from tqdm import tqdm
+    """Restore every input file; returns the ``results.json`` document (also written to ``outdir``).
 
+    The output folder is created and locked for the whole run (a second run into it is refused).
+    """
     outdir = Path(outdir).expanduser()
     check_output_folder(outdir, inputs)
-    outdir.mkdir(parents=True, exist_ok=True)
+    check_suffix(options.suffix)
+    with output_folder_lock(outdir, "vqfr restore"):
+        return _run_locked(restorer, inputs, outdir, options, progress, log)
+
+
+def _run_locked(restorer, inputs: InputSet, outdir: Path, options: BatchOptions, progress: bool, log) -> dict:
+    from tqdm import tqdm
+
+    from vqfr.utils.atomic import atomic_write_text
+
     stems = output_stems(inputs)
     input_set = {f.resolve() for f in inputs.files}
     report = {
@@ -166,7 +212,7 @@ def run_batch(
     say = log or (lambda msg: None)
     try:
         for file in bar:
-            bar.set_postfix_str(file.name[-30:], refresh=False)
+            bar.set_postfix_str(shown(file.name)[-30:], refresh=False)
             entry = _restore_one(restorer, file, stems[file], outdir, options, input_set)
             report["inputs"].append(entry)
             if entry["status"] == "error":
@@ -174,9 +220,13 @@ def run_batch(
     finally:
         bar.close()
         report["summary"] = _summary(report["inputs"], len(inputs.files), time.perf_counter() - started)
-        from vqfr.utils.atomic import atomic_write_text
-
-        atomic_write_text(outdir / "results.json", json.dumps(report, indent=2) + "\n")
+        path = outdir / "results.json"
+        try:
+            atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+        except OSError as err:
+            raise VQFRError(
+                f"cannot write {shown(path)} ({err.strerror or err}); the files restored so far are not listed"
+            ) from None
     return report
 
 
@@ -213,6 +263,8 @@ def _restore_one(restorer, file: Path, stem: str, outdir: Path, options: BatchOp
         loaded = read_image(file, max_pixels=restorer.max_pixels)
         read_s = time.perf_counter() - t
         entry["size"] = list(loaded.size)
+        if loaded.format == "GIF":
+            entry["notes"].append(_gif_note(file))
         result = restorer.restore(
             loaded,
             aligned=options.aligned,
@@ -227,22 +279,44 @@ def _restore_one(restorer, file: Path, stem: str, outdir: Path, options: BatchOp
         entry["notes"] += result.notes
         entry["status"] = "ok" if result.faces else "no_face"
     except VQFRError as err:
-        entry["error"] = _one_line(str(err), file)
+        entry["error"] = _one_line(str(err), file, stem)
     except MemoryError:
-        entry["error"] = f"{file}: out of memory (try a smaller --upscale or image)"
+        entry["error"] = f"{shown(file)}: out of memory (try a smaller --upscale or image)"
     except Exception as err:  # an unexpected failure on one file must not end the batch
-        entry["error"] = _one_line(f"{type(err).__name__}: {err}", file)
+        entry["error"] = _one_line(f"{type(err).__name__}: {err}", file, stem)
     return entry
 
 
-def _one_line(msg: str, file: Path) -> str:
+def _gif_note(file: Path) -> str:
+    from PIL import Image
+
+    try:
+        with Image.open(file) as im:
+            frames = int(getattr(im, "n_frames", 1))
+    except Exception:  # the frame count is only for the note; read_image already decoded the file
+        frames = 1
+    which = f"the first of its {frames} frames" if frames > 1 else "its single frame"
+    return f"GIF input: {which} was restored; GIF is not written, so the output is PNG (--ext auto)"
+
+
+def _one_line(msg: str, file: Path, stem: str) -> str:
+    """One printable line that names the input: unprintable names are quoted, other line breaks joined."""
+    for raw in (str(file), stem):
+        if not raw.isprintable():
+            msg = msg.replace(raw, shown(raw))
     msg = " ".join(msg.split())
-    return msg if str(file) in msg else f"{file}: {msg}"
+    return msg if shown(file) in msg else f"{shown(file)}: {msg}"
 
 
 def _save(result: RestoreResult, file, stem, outdir, options, entry, input_set, gray: bool) -> None:
+    """Encode every output of one input, then write them as a group: all of them appear, or none."""
     suffix = f"_{options.suffix}" if options.suffix else ""
-    ext = file.suffix.lower().lstrip(".") if options.ext == "auto" else options.ext.lower().lstrip(".")
+    if options.ext == "auto":
+        ext = file.suffix.lower().lstrip(".")
+        if ext not in _WRITABLE_EXTENSIONS:
+            ext = "png"  # GIF and other read-only formats
+    else:
+        ext = options.ext.lower().lstrip(".")
     image = result.image
     has_alpha = image.ndim == 3 and image.shape[2] == 4
     if has_alpha and not supports_alpha(f"x.{ext}"):
@@ -254,34 +328,42 @@ def _save(result: RestoreResult, file, stem, outdir, options, entry, input_set, 
     if image.dtype == np.uint16 and ext not in ("png", "tif", "tiff"):
         entry["notes"].append(f"saved in 8 bit: {ext.upper()} cannot store 16-bit pixels")
     out_path = outdir / "restored_imgs" / f"{stem}{suffix}.{ext}"
-    _guard(out_path, input_set)
-    write_image(out_path, image)
+    files = [(out_path, encode_image(out_path, image))]
+    faces = []
+    if options.save_faces:
+        for face in result.faces:
+            crop, restored = face.cropped, face.restored
+            if gray:
+                crop, restored = _gray(crop), _gray(restored)
+            paths = {
+                "cropped": outdir / "cropped_faces" / f"{stem}_{face.index:02d}.png",
+                "restored": outdir / "restored_faces" / f"{stem}_{face.index:02d}{suffix}.png",
+                "cmp": outdir / "cmp" / f"{stem}_{face.index:02d}.png",
+            }
+            images = {"cropped": crop, "restored": restored, "cmp": np.concatenate([crop, restored], axis=1)}
+            files += [(paths[k], encode_image(paths[k], images[k])) for k in paths]
+            faces.append({**face.to_dict(), **{k: str(v) for k, v in paths.items()}})
+    else:
+        faces = [face.to_dict() for face in result.faces]
+    for path, _ in files:
+        _guard(path, input_set, outdir)
+    try:
+        atomic_write_group(files)
+    except OSError as err:
+        why = err.strerror or str(err)
+        raise VQFRError(f"{shown(file)}: cannot write its outputs in {shown(outdir)} ({why}); none were kept") from None
     entry["output"] = str(out_path)
     entry["output_size"] = [image.shape[1], image.shape[0]]
-    if not options.save_faces:
-        entry["faces"] = [face.to_dict() for face in result.faces]
-        return
-    for face in result.faces:
-        crop, restored = face.cropped, face.restored
-        if gray:
-            crop, restored = _gray(crop), _gray(restored)
-        paths = {
-            "cropped": outdir / "cropped_faces" / f"{stem}_{face.index:02d}.png",
-            "restored": outdir / "restored_faces" / f"{stem}_{face.index:02d}{suffix}.png",
-            "cmp": outdir / "cmp" / f"{stem}_{face.index:02d}.png",
-        }
-        for path in paths.values():
-            _guard(path, input_set)
-        write_image(paths["cropped"], crop)
-        write_image(paths["restored"], restored)
-        write_image(paths["cmp"], np.concatenate([crop, restored], axis=1))
-        entry["faces"].append({**face.to_dict(), **{k: str(v) for k, v in paths.items()}})
+    entry["faces"] = faces
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
 
 
-def _guard(path: Path, input_set: set) -> None:
-    if path.resolve() in input_set:
-        raise VQFRError(f"refusing to overwrite the input file {path}")
+def _guard(path: Path, input_set: set, outdir: Path) -> None:
+    resolved = path.resolve()
+    if resolved in input_set:
+        raise VQFRError(f"refusing to overwrite the input file {shown(path)}")
+    if outdir.resolve() not in resolved.parents:
+        raise VQFRError(f"refusing to write {shown(path)}: it is outside the output folder {shown(outdir)}")

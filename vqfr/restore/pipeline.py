@@ -9,11 +9,13 @@ network ``batch_size`` at a time.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -26,6 +28,9 @@ from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_ima
 from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
 from vqfr.utils.device import select_device
 from vqfr.utils.image_tensor import tensor_to_uint8
+
+if TYPE_CHECKING:
+    import torch
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
 DEFAULT_FIDELITY = 0.5
@@ -111,7 +116,7 @@ class FaceRestorer:
     Args:
         model: zoo name (``VQFR_v2``, ``VQFR_v1``) or a checkpoint path (ours store arch + config).
         weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a ``torch.device``).
         half: float16 autocast on CUDA (ignored elsewhere, with a note).
         upscale: final scale of the whole image (the background is resized with Lanczos, or by
             ``bg_upsampler``); faces are pasted back at that scale.
@@ -131,7 +136,7 @@ class FaceRestorer:
         self,
         model: str | os.PathLike = DEFAULT_MODEL,
         weights: str | os.PathLike | None = None,
-        device: str = "auto",
+        device: str | torch.device = "auto",
         half: bool = False,
         upscale: float = 2.0,
         fidelity: float | None = None,
@@ -152,11 +157,11 @@ class FaceRestorer:
         self.upscale = _check_upscale(upscale)
         self.fidelity = DEFAULT_FIDELITY if fidelity is None else _check_fidelity(fidelity)
         self._fidelity_given = fidelity is not None
-        if int(batch_size) < 1:
-            raise VQFRError(f"batch size must be at least 1, got {batch_size}")
+        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
+            raise VQFRError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.only_center_face = bool(only_center_face)
-        if not float(min_eye_distance) >= 0:  # also rejects NaN
+        if not _number(min_eye_distance, "minimum eye distance") >= 0:  # also rejects NaN
             raise VQFRError(f"minimum eye distance must be >= 0 pixels, got {min_eye_distance}")
         self.min_eye_distance = float(min_eye_distance)
         self.bg_upsampler = bg_upsampler
@@ -231,6 +236,12 @@ class FaceRestorer:
     def restore_crops(self, crops: list[np.ndarray], fidelity: float | None = None) -> list[np.ndarray]:
         """Run the network on aligned 512x512 RGB uint8 crops; returns restored crops of the same size."""
         fidelity = self.fidelity if fidelity is None else _check_fidelity(fidelity)
+        for i, crop in enumerate(crops):
+            if not (isinstance(crop, np.ndarray) and crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3):
+                got = f"shape {crop.shape} {crop.dtype}" if isinstance(crop, np.ndarray) else type(crop).__name__
+                raise VQFRError(f"restore_crops takes a list of H x W x 3 RGB uint8 arrays; crop {i} is {got}")
+            if min(crop.shape[:2]) < 1:
+                raise VQFRError(f"restore_crops: crop {i} is empty (shape {crop.shape})")
         torch = self._torch
         out: list[np.ndarray] = []
         size = self.face_size
@@ -340,15 +351,22 @@ def _resize_square(img: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(img, (size, size), interpolation=_interp(img.shape[1], (size, size)))
 
 
+def _number(value, name: str) -> float:
+    """``value`` as a float when it is a real number (not a bool, string or None); else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise VQFRError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 def _check_upscale(value: float) -> float:
-    value = float(value)
+    value = _number(value, "upscale")
     if not (math.isfinite(value) and 0 < value <= MAX_UPSCALE):
         raise VQFRError(f"upscale must be in (0, {MAX_UPSCALE:g}], got {value:g}")
     return value
 
 
 def _check_fidelity(value: float) -> float:
-    value = float(value)
+    value = _number(value, "fidelity")
     if not (0.0 <= value <= 1.0):
         raise VQFRError(f"fidelity must be in [0, 1], got {value:g}")
     return value

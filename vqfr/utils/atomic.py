@@ -1,17 +1,43 @@
 """Atomic file writes: write to a temporary file in the destination folder, then rename.
 
 A reader never sees a half-written file, and an interrupted write never destroys
-an existing one.
+an existing one. Files get the permissions a plain ``open(path, "w")`` would give:
+the umask (and default ACLs) for a new file, the old mode when one is replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+import secrets
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+
+def create_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Create a new, empty, hidden temporary file beside ``path``; return ``(fd, temp_path)`` open for writing.
+
+    Unlike ``tempfile.mkstemp`` (always mode 0600), the kernel applies the umask to mode 0666 as it
+    does for any new file; replacing an existing file keeps that file's mode.
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = None
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileExistsError:
+            continue
+        if mode is not None and hasattr(os, "fchmod"):
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, mode)
+        return fd, tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 @contextlib.contextmanager
@@ -21,7 +47,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[BinaryIO]
         raise ValueError("atomic_open supports 'wb' and 'w' only")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temp(path)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -49,3 +75,36 @@ def atomic_save(path: str | os.PathLike, writer: Callable[[BinaryIO], None]) -> 
     """Call ``writer(file)`` on a temporary file and move it onto ``path`` when it succeeds."""
     with atomic_open(path, "wb") as f:
         writer(f)
+
+
+def atomic_write_group(files: Sequence[tuple[str | os.PathLike, bytes]]) -> None:
+    """Write several files so that they appear all together or not at all.
+
+    Every file is first written (and fsynced) under a temporary name; only when all of them are
+    on disk are they renamed into place. A failure or an interrupt (KeyboardInterrupt included)
+    at any point removes the temporary files and the ones already renamed, so a half set never
+    stays behind. Files replaced by the group are gone either way.
+    """
+    temps: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for path, data in files:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = create_temp(path)
+            temps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for tmp, path in temps:
+            os.replace(tmp, path)
+            placed.append(path)
+    except BaseException:
+        for tmp, _ in temps:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        for path in placed:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise

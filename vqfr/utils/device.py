@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from vqfr.errors import VQFRError
 
+if TYPE_CHECKING:
+    import torch
 
-def select_device(device: str = "auto", allow_mps: bool = True):
-    """``auto`` picks CUDA, then Apple MPS (if ``allow_mps``), then the CPU.
+
+def select_device(device: str | torch.device = "auto", allow_mps: bool = True) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS (if ``allow_mps``), then the CPU; a ``torch.device`` is taken as is.
 
     An explicit choice that is not available here is a one-line error.
     """
     import torch
 
-    device = (device or "auto").lower()
+    device = str(device or "auto").lower()  # str() also takes a torch.device (its canonical name)
     mps = getattr(torch.backends, "mps", None)
     has_mps = bool(allow_mps and mps and mps.is_available())
     if device == "auto":

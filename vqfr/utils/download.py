@@ -12,10 +12,11 @@ import contextlib
 import hashlib
 import os
 import sys
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+
+from vqfr.utils.atomic import create_temp
 
 CHUNK = 1 << 20
 
@@ -51,7 +52,7 @@ def download_url(
 
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    fd, tmp = create_temp(target, suffix=".part")  # normal permissions, not mkstemp's 0600
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:

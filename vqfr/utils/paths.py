@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -14,3 +15,12 @@ def blocking_file(folder: Path) -> Path | None:
     folder = Path(folder)
     existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
     return None if existing.is_dir() else existing
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as it should appear in a one-line message: as is when printable, else quoted with escapes.
+
+    A newline, tab or undecodable byte in a file name would otherwise split (or crash) the line.
+    """
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)

@@ -1,0 +1,124 @@
+"""One run at a time per output folder: an advisory lock file inside it.
+
+Two runs writing into the same folder would overwrite each other's outputs and each write a
+``results.json`` that lists only its own. The lock is ``fcntl.flock`` on ``FOLDER/.vqfr.lock``:
+the kernel drops it when its process ends, however it ends, so a lock file left by a killed run
+is simply taken over (no stale-lock guessing from pids). The file records the holder's pid,
+host and command for the error message of a second run, and is removed on a clean exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from vqfr.errors import VQFRError
+from vqfr.utils.paths import shown
+
+try:  # POSIX; elsewhere runs are not locked (see output_folder_lock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_NAME = ".vqfr.lock"
+
+_held: dict[str, int] = {}  # folders this process has locked -> nesting depth
+
+
+@contextlib.contextmanager
+def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr") -> Iterator[Path]:
+    """Create ``folder`` if needed and hold its lock for the ``with`` block; yields the folder.
+
+    Raises a one-line :class:`VQFRError` when the folder cannot be created or written (so callers
+    learn it before any slow work) or when another process holds the lock (naming its pid).
+    Re-entrant within a process. Folders it created are removed again if still empty at the end.
+    """
+    folder = Path(folder).expanduser()
+    key = str(folder.resolve())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield folder
+        finally:
+            _held[key] -= 1
+        return
+    created = _make_folder(folder)
+    try:
+        fd = _acquire(folder, command)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    _held[key] = 1
+    try:
+        yield folder
+    finally:
+        del _held[key]
+        with contextlib.suppress(OSError):
+            os.unlink(folder / LOCK_NAME)  # while still holding it, so no one locks a file about to vanish
+        os.close(fd)
+        _remove_empty(created)
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VQFRError(f"cannot create the output folder {shown(folder)} ({err.strerror or err})") from None
+    return missing  # deepest first
+
+
+def _remove_empty(created: list[Path]) -> None:
+    for path in created:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # fails (and stops nothing) when the folder is not empty
+
+
+def _acquire(folder: Path, command: str) -> int:
+    path = folder / LOCK_NAME
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as err:
+            raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
+        if fcntl is None:  # pragma: no cover - no advisory locks here; still checked writability
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise VQFRError(
+                f"output folder {shown(folder)} is in use by another run ({holder}); wait for it to finish "
+                "or choose another folder"
+            ) from None
+        # A run that just finished may have unlinked the file we opened: lock the one at the path.
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, {command}, since {stamp}\n".encode())
+    except OSError as err:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
+    return fd
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return " ".join(text.split()) or "pid unknown"  # one line, whatever the file holds
