@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -63,7 +65,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse images (input or output) above N pixels (default 100e6; 0 = no limit)",
     )
     p.add_argument(
-        "--cnn-detector", action="store_true", help="dlib's CNN face detector: finds more faces, slow on CPU"
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=list(DETECTORS),
+        help="face detector: "
+        + "; ".join(f"{name}: {entry.description}" for name, entry in DETECTORS.items())
+        + f" (default {DEFAULT_DETECTOR})",
     )
     p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
     p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
@@ -76,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vqfr.errors import VQFRError
-    from vqfr.face.detect import FaceDetector
+    from vqfr.face.detectors import make_detector
     from vqfr.io import DEFAULT_MAX_PIXELS
     from vqfr.restore.batch import BatchOptions, check_output_folder, collect_inputs, run_batch
     from vqfr.restore.pipeline import FaceRestorer
@@ -111,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         only_center_face=args.only_center_face,
         min_eye_distance=args.min_eye_distance,
-        detector=None if args.aligned else FaceDetector(cnn=args.cnn_detector),
+        detector=None if args.aligned else make_detector(args.detector),
         bg_upsampler=bg,
         max_pixels=max_pixels,
         download=not args.no_download,
