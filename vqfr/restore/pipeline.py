@@ -170,6 +170,12 @@ class FaceRestorer:
         if half and not self.half:
             self.notes.append(f"--half ignored: float16 is only used on CUDA (running on {self.device.type})")
 
+        # the detector first: a missing detector model fails before the slow network load
+        if isinstance(detector, str):
+            detector = make_detector(detector)
+        elif detector is not None and not callable(getattr(detector, "detect", None)):
+            kind = type(detector).__name__
+            raise VQFRError(f"detector must be a detector name or have a detect(image) method, got {kind}")
         resolved = resolve_weights(str(model), weights, download=download, progress=progress)
         self.weights_path: Path = resolved.path
         self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
@@ -181,11 +187,6 @@ class FaceRestorer:
         self.face_size = int(face_size or meta.get("face_size") or CROP_SIZE)
         if self.face_size % 32 or self.face_size < 32:
             raise VQFRError(f"face size must be a multiple of 32, got {self.face_size}")
-        if isinstance(detector, str):
-            detector = make_detector(detector)
-        elif detector is not None and not callable(getattr(detector, "detect", None)):
-            kind = type(detector).__name__
-            raise VQFRError(f"detector must be a detector name or have a detect(image) method, got {kind}")
         self._detector = detector
         self._torch = torch
 
