@@ -6,10 +6,11 @@ Runs every detector of ``vqfr.face.detectors.DETECTORS`` (or ``--detectors``) on
   eye: 00.jpg 2, 10045.png 3, Blake_Lively.jpg 2;
 * canvases composed here from the FFHQ-aligned 512 px faces in ``../shared/data/faces_hq/train``
   on photo backgrounds from scikit-image (coffee, a cat, a rocket, a microscope slide): upright
-  faces at several sizes, faces rotated by +-15 and +-30 degrees, and "profile-ish" faces (a
-  perspective squeeze that narrows one half of the face to about 60%, as a head turned by roughly
-  45 degrees looks; half of them mirrored). The faces are aligned, so where each face and its
-  five landmarks lie on a canvas is known exactly.
+  faces at several sizes, faces rotated by +-15 and +-30 degrees, and turned faces: the twelve
+  most turned (three-quarter) views of that folder, half of them mirrored so that both directions
+  occur (chosen once by the nose tip's offset from the eyes' midpoint, 0.24-0.5 eye distances,
+  with both dlib's and MTCNN's landmarks on every other face of the folder). The faces are
+  aligned, so where each face and its five landmarks lie on a canvas is known.
 
 A detection counts as a found face when its box centre lies within half a face size of a true
 face (face size: half the aligned crop's side, about the width of the face) and its size is
@@ -47,6 +48,11 @@ PHOTO_FACES = {
     "Blake_Lively.jpg": [(505, 210, 185), (175, 220, 140)],
 }
 CANVAS = (768, 576)  # width, height
+TURNED = [
+    "gpen_0009.jpg", "deca_0006.jpg", "3ddfa_0001.jpg", "pixel2style2pixel_0012.jpg", "stargan-v2_0040.jpg",
+    "deep3dfacerecon-pytorch_0007.jpg", "stargan-v2_0002.jpg", "stargan-v2_0012.jpg", "face-api_0002.jpg",
+    "pixel2style2pixel_0008.jpg", "photomaker_0006.jpg", "insightface_0007.jpg",
+]  # fmt: skip
 TEMPLATE = face_template(512)
 FACE_CENTRE = TEMPLATE.mean(axis=0)
 
@@ -82,15 +88,20 @@ def _backgrounds() -> list[np.ndarray]:
     return out
 
 
-def _place(canvas: np.ndarray, face: np.ndarray, homography: np.ndarray) -> Truth:
-    """Warp a 512 px aligned face onto the canvas with ``homography`` (crop -> canvas); its truth."""
+def _place(canvas: np.ndarray, face: np.ndarray, homography: np.ndarray, mirror: bool = False) -> Truth:
+    """Warp a 512 px aligned face (mirrored first if asked) onto the canvas with ``homography`` (crop ->
+    canvas); its truth."""
+    template = TEMPLATE
+    if mirror:  # a mirrored face's image-left eye is the original's image-right one
+        face = np.ascontiguousarray(face[:, ::-1])
+        template = np.stack([511 - TEMPLATE[:, 0], TEMPLATE[:, 1]], axis=1)[[1, 0, 2, 4, 3]]
     # shrink with area averaging first so that small faces do not alias, then warp the rest
     side = np.sqrt(abs(np.linalg.det(homography[:2, :2])) / homography[2, 2] ** 2) * 512
     pre = max(16, min(512, int(round(side * 1.5))))
     small = cv2.resize(face, (pre, pre), interpolation=cv2.INTER_AREA)
     h = homography @ np.diag([512 / pre, 512 / pre, 1.0])
     cv2.warpPerspective(small, h, CANVAS, canvas, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
-    pts = cv2.perspectiveTransform(np.vstack([TEMPLATE, FACE_CENTRE])[None].astype(np.float64), homography)[0]
+    pts = cv2.perspectiveTransform(np.vstack([template, FACE_CENTRE])[None].astype(np.float64), homography)[0]
     return Truth(pts[5], side * 0.5, pts[:5].astype(np.float32))
 
 
@@ -106,24 +117,13 @@ def _grid_homography(cell: tuple[int, int, int, int], side: float, angle: float,
     return h
 
 
-def _turn(mirror: bool) -> np.ndarray:
-    """Crop -> crop homography that narrows the right half of the face (left half if ``mirror``)."""
-    src = np.float32([[0, 0], [512, 0], [512, 512], [0, 512]])
-    dst = np.float32([[40, 0], [360, 60], [360, 452], [40, 512]])
-    h = cv2.getPerspectiveTransform(src, dst)
-    if mirror:
-        flip = np.array([[-1.0, 0, 512], [0, 1, 0], [0, 0, 1]])
-        h = flip @ h @ flip
-    return h
-
-
 def composed_samples(seed: int = 0) -> list[Sample]:
     faces_dir = DATA / "faces_hq" / "train"
-    files = sorted(faces_dir.glob("*.jpg"))
+    files = sorted(p for p in faces_dir.glob("*.jpg") if p.name not in TURNED)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(files))
     backgrounds = _backgrounds()
-    next_face = iter(order)
+    upright = iter(rng.permutation(len(files)))
+    turned = iter(TURNED)
     scenarios = [
         # name, grid (cols, rows), crop sides, angles, turned
         ("upright, eyes 40-50 px", (3, 2), [160, 180, 200], [0], False),
@@ -131,21 +131,20 @@ def composed_samples(seed: int = 0) -> list[Sample]:
         ("tiny, eyes 10-16 px", (4, 3), [40, 48, 56, 64], [0], False),
         ("rotated +-15 deg", (3, 2), [160, 180], [-15, 15], False),
         ("rotated +-30 deg", (3, 2), [160, 180], [-30, 30], False),
-        ("profile-ish (turned)", (3, 2), [170, 190], [0], True),
+        ("turned (3/4 views)", (3, 2), [170, 190], [0], True),
     ]
     samples = []
-    for k, (name, (cols, rows), sides, angles, turned) in enumerate(scenarios):
+    for k, (name, (cols, rows), sides, angles, is_turned) in enumerate(scenarios):
         for c in range(2):
             canvas = backgrounds[(2 * k + c) % len(backgrounds)].copy()
             truths = []
             cw, ch = CANVAS[0] // cols, CANVAS[1] // rows
             for i in range(cols * rows):
-                face = cv2.cvtColor(cv2.imread(str(files[next(next_face)])), cv2.COLOR_BGR2RGB)
+                path = faces_dir / next(turned) if is_turned else files[next(upright)]
+                face = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
                 cell = ((i % cols) * cw, (i // cols) * ch, cw, ch)
                 h = _grid_homography(cell, sides[i % len(sides)], angles[i % len(angles)], rng)
-                if turned:
-                    h = h @ _turn(mirror=bool(i % 2))
-                truths.append(_place(canvas, face, h))
+                truths.append(_place(canvas, face, h, mirror=is_turned and i % 2 == 1))
             samples.append(Sample(name, canvas, truths))
     return samples
 
