@@ -304,3 +304,14 @@ def test_large_images_are_searched_reduced_but_reported_at_full_size(canvas):
     truth = truths["upright"] * 2 + 0.5  # pixel centres scale about the pixel edge
     assert _relative_errors(_match(found, truth), truth).mean() < 0.15
 
+
+
+def test_crops_outside_the_image_are_black_and_cost_no_more_than_the_image():
+    from vqfr.face.mtcnn import _crops
+
+    image = np.full((40, 40, 3), 200, np.uint8)
+    crops = _crops(image, np.array([[-40, -40, 40, 40], [0, 0, 40_000, 40_000], [10, 10, 30, 30]], float), 24)
+    assert crops.shape == (3, 24, 24, 3) and crops.dtype == np.float32
+    assert (crops[0, :12, :12] == 0).all() and (crops[0, 12:, 12:] == 200).all()
+    assert (crops[1] == 0).all()  # the image is under a pixel of this crop
+    assert (crops[2] == 200).all()

@@ -177,16 +177,22 @@ def _square_pixels(boxes: np.ndarray) -> np.ndarray:
 
 
 def _crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """(N, size, size, 3) float32 crops of whole-pixel boxes; parts outside the image are black, as in training."""
+    """(N, size, size, 3) float32 crops of whole-pixel boxes; parts outside the image stay black, as in training.
+
+    Only the part inside the image is resized (into its place in the crop), so a huge box costs no
+    more memory than the image itself.
+    """
     h, w = image.shape[:2]
     out = np.zeros((len(boxes), size, size, 3), np.float32)
     for k, (x0, y0, x1, y1) in enumerate(boxes.astype(np.int64)):
-        patch = np.zeros((y1 - y0, x1 - x0, 3), np.uint8)
         sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
-        if sx1 > sx0 and sy1 > sy0:
-            patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = image[sy0:sy1, sx0:sx1]
-        interp = cv2.INTER_AREA if patch.shape[0] > size else cv2.INTER_LINEAR
-        out[k] = cv2.resize(patch, (size, size), interpolation=interp)
+        scale = size / max(x1 - x0, 1)
+        dx0, dx1 = round((sx0 - x0) * scale), min(size, round((sx1 - x0) * scale))
+        dy0, dy1 = round((sy0 - y0) * scale), min(size, round((sy1 - y0) * scale))
+        if sx1 <= sx0 or sy1 <= sy0 or dx1 <= dx0 or dy1 <= dy0:
+            continue
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        out[k, dy0:dy1, dx0:dx1] = cv2.resize(image[sy0:sy1, sx0:sx1], (dx1 - dx0, dy1 - dy0), interpolation=interp)
     return out
 
 
