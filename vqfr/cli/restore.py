@@ -83,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from vqfr.errors import VQFRError
-    from vqfr.face.detectors import make_detector
     from vqfr.io import DEFAULT_MAX_PIXELS
     from vqfr.restore.batch import BatchOptions, check_output_folder, collect_inputs, run_batch
     from vqfr.restore.pipeline import FaceRestorer
@@ -118,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         only_center_face=args.only_center_face,
         min_eye_distance=args.min_eye_distance,
-        detector=None if args.aligned else make_detector(args.detector),
+        detector=None if args.aligned else args.detector,
         bg_upsampler=bg,
         max_pixels=max_pixels,
         download=not args.no_download,
