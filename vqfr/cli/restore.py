@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -67,7 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="refuse images (input or output) above N pixels (default 100e6; 0 = no limit)",
     )
     p.add_argument(
-        "--cnn-detector", action="store_true", help="dlib's CNN face detector: finds more faces, slow on CPU"
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        choices=list(DETECTORS),
+        help="face detector: "
+        + "; ".join(f"{name}: {entry.description}" for name, entry in DETECTORS.items())
+        + f" (default {DEFAULT_DETECTOR})",
     )
     p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
     p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
@@ -128,7 +135,7 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
         batch_size=args.batch_size,
         only_center_face=args.only_center_face,
         min_eye_distance=args.min_eye_distance,
-        detector=None if args.aligned else FaceDetector(cnn=args.cnn_detector),
+        detector=None if args.aligned else args.detector,
         bg_upsampler=bg,
         max_pixels=max_pixels,
         download=not args.no_download,

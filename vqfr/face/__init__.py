@@ -1,21 +1,41 @@
-"""Face detection, FFHQ alignment and seamless paste-back (no torch)."""
+"""Face detection, FFHQ alignment and seamless paste-back (no torch, except the MTCNN detector's own module).
 
-from vqfr.face.align import FFHQ_TEMPLATE_512, align_face, face_template, similarity_transform, warp_affine
-from vqfr.face.detect import DetectedFace, FaceDetector, center_face, five_points_from_68, sort_faces
-from vqfr.face.paste import crop_to_output, feather_mask, paste_face
+The names below are loaded on first use, so that reading the detector table
+(``vqfr.face.detectors``, e.g. for ``vqfr restore --help``) does not import OpenCV.
+"""
 
-__all__ = [
-    "FFHQ_TEMPLATE_512",
-    "DetectedFace",
-    "FaceDetector",
-    "align_face",
-    "center_face",
-    "crop_to_output",
-    "face_template",
-    "feather_mask",
-    "five_points_from_68",
-    "paste_face",
-    "similarity_transform",
-    "sort_faces",
-    "warp_affine",
-]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "FFHQ_TEMPLATE_512": "align",
+    "align_face": "align",
+    "face_template": "align",
+    "similarity_transform": "align",
+    "warp_affine": "align",
+    "DetectedFace": "detect",
+    "FaceDetector": "detect",
+    "center_face": "detect",
+    "five_points_from_68": "detect",
+    "sort_faces": "detect",
+    "DETECTORS": "detectors",
+    "DEFAULT_DETECTOR": "detectors",
+    "Detector": "detectors",
+    "make_detector": "detectors",
+    "crop_to_output": "paste",
+    "feather_mask": "paste",
+    "paste_face": "paste",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

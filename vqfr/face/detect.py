@@ -1,4 +1,4 @@
-"""Offline face detection and five-point landmarks with dlib.
+"""Offline face detection and five-point landmarks with dlib, and :class:`DetectedFace`, what every detector returns.
 
 Boxes come from dlib's HOG frontal-face detector (fast on a CPU), or optionally its CNN (MMOD)
 detector; landmarks come from the 68-point shape predictor that the ``face-recognition-models``

@@ -22,7 +22,8 @@ import numpy as np
 
 from vqfr.errors import VQFRError
 from vqfr.face.align import align_face, face_template
-from vqfr.face.detect import DetectedFace, FaceDetector, center_face
+from vqfr.face.detect import DetectedFace, center_face
+from vqfr.face.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from vqfr.face.paste import paste_face
 from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
 from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
@@ -125,7 +126,9 @@ class FaceRestorer:
         batch_size: faces per forward pass.
         only_center_face: restore just the face nearest the image centre.
         min_eye_distance: faces whose eyes are closer than this (input pixels) are skipped and reported.
-        detector: a :class:`~vqfr.face.FaceDetector` (created on first use when None).
+        detector: a name from ``vqfr.face.detectors.DETECTORS`` (``dlib-hog``, ``dlib-cnn``, ``mtcnn``; built
+            now), any object with ``detect(rgb_uint8) -> list[DetectedFace]``, or None for the default
+            detector, built on first use.
         bg_upsampler: ``(rgb_uint8, scale) -> rgb_uint8`` used for the background instead of Lanczos.
         max_pixels: refuse inputs (and outputs) larger than this many pixels; None disables the check.
         face_size: network input size; default: ``face_size`` stored in the checkpoint, else 512.
@@ -143,7 +146,7 @@ class FaceRestorer:
         batch_size: int = 4,
         only_center_face: bool = False,
         min_eye_distance: float = 8.0,
-        detector: FaceDetector | None = None,
+        detector: Detector | str | None = None,
         bg_upsampler: BackgroundUpsampler | None = None,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         face_size: int | None = None,
@@ -172,6 +175,12 @@ class FaceRestorer:
         if half and not self.half:
             self.notes.append(f"--half ignored: float16 is only used on CUDA (running on {self.device.type})")
 
+        # the detector first: a missing detector model fails before the slow network load
+        if isinstance(detector, str):
+            detector = make_detector(detector)
+        elif detector is not None and not callable(getattr(detector, "detect", None)):
+            kind = type(detector).__name__
+            raise VQFRError(f"detector must be a detector name or have a detect(image) method, got {kind}")
         resolved = resolve_weights(str(model), weights, download=download, progress=progress)
         self.weights_path: Path = resolved.path
         self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
@@ -188,9 +197,9 @@ class FaceRestorer:
 
     # ------------------------------------------------------------------ public API
     @property
-    def detector(self) -> FaceDetector:
+    def detector(self) -> Detector:
         if self._detector is None:
-            self._detector = FaceDetector()
+            self._detector = make_detector(DEFAULT_DETECTOR)
         return self._detector
 
     def restore(
