@@ -206,9 +206,13 @@ def _all_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1"])
+@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1", "VQGANv2+restart"])
 def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path, arch):
+    restart = arch.endswith("+restart")
+    arch = arch.removesuffix("+restart")
     cfg = tiny_cfg(assets, "codebook", arch)
+    if restart:  # code usage counted over steps 1-3 spans the resume at step 2
+        cfg["train"]["restart_dead_codes_every"] = 3
     if arch == "VQGANv1":  # resume inside the k-means phase: reservoir full, re-estimation at steps 2 and 4
         cfg["network"]["config"]["quantizer_opt"]["Level_32"].update(
             num_code=8, reservoir_size=12, reestimate_iters=2, reestimate_maxiters=100, warmup_iters=1
@@ -238,6 +242,26 @@ def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path, arch):
         "step_00000002.pt",
         "step_00000004.pt",
     ]  # keep_last 2
+
+
+def test_dead_codes_are_restarted_onto_encoder_vectors(assets, tmp_path):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["train"].update(total_steps=2, restart_dead_codes_every=2)
+    seen = []
+    run(cfg, tmp_path, cb=lambda step, logs: seen.append({k: float(v) for k, v in logs.items()}))
+    assert "codes_restarted" not in seen[0]
+    moved = seen[1]["codes_restarted"]
+    assert 0 < moved < 64  # 2 batches of 2 faces use a few of the 64 codes; the others moved
+    state = torch.load(tmp_path / "checkpoints" / "step_00000002.pt", weights_only=True)
+    emb, ema = state["nets"]["g"]["quantizer.embedding.weight"], state["ema"]["quantizer.embedding.weight"]
+    assert torch.equal(state["code_usage"]["usage"], torch.zeros(64, dtype=torch.long))  # counting starts over
+    # moved codes sit on encoder vectors (far larger than the uniform(-1/64, 1/64) initialisation)
+    assert int((emb.abs().amax(dim=1) > 1 / 64).sum()) >= moved
+    assert int(((emb - ema).abs().amax(dim=1) < 1e-6).sum()) >= moved  # the EMA copy moved with them
+    bad = tiny_cfg(assets, "codebook", "VQGANv1")
+    bad["train"]["restart_dead_codes_every"] = 2
+    with pytest.raises(VQFRError, match="restart_dead_codes_every"):
+        merge_config(bad)
 
 
 def test_sigterm_saves_and_resume_finishes(assets, tmp_path):

@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "amp": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | off
         "fidelity_ratio": 1.0,
         "main_branch_start": 0,  # VQFRv2: steps up to this one train the code predictor alone (fidelity 0)
+        "restart_dead_codes_every": 0,  # VQGANv2 stage 1: move codes unused for this many steps (0 = off)
         "find_unused_parameters": False,
     },
     "losses": {
@@ -236,6 +237,9 @@ def validate(cfg: dict) -> None:
     train["ema_decay"] = _num(train["ema_decay"], "train.ema_decay", 0.0, 1.0, hi_open=True)
     train["fidelity_ratio"] = _num(train["fidelity_ratio"], "train.fidelity_ratio", 0.0, 1.0)
     _int(train["main_branch_start"], "train.main_branch_start", 0)
+    _int(train["restart_dead_codes_every"], "train.restart_dead_codes_every", 0)
+    if train["restart_dead_codes_every"]:
+        _need(net["arch"] == "VQGANv2", "train.restart_dead_codes_every is for VQGANv2 (stage 1)")
     _need(isinstance(net["zero_init_main_branch"], bool), "network.zero_init_main_branch must be true or false")
     if train["main_branch_start"] or net["zero_init_main_branch"]:
         _need(net["arch"] == "VQFRv2", "train.main_branch_start and network.zero_init_main_branch are for VQFRv2")

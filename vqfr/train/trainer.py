@@ -31,6 +31,7 @@ from vqfr.nn.quantize import L2VectorQuantizerKmeans
 from vqfr.utils.paths import blocking_file
 
 from . import checkpointing as ckpt
+from .codebook import DeadCodeRestarter
 from .config import dump_config
 from .discriminators import build_discriminator
 from .dist import DistInfo, any_rank, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
@@ -156,6 +157,8 @@ class Trainer:
         self.g_opts = {k: _adam(v, opt_cfgs[k]) for k, v in groups.items()}
         self.base_lrs = {k: float(opt_cfgs[k]["lr"]) for k in groups}
         self.ema = EMA(self.g, cfg["train"]["ema_decay"]) if cfg["train"]["ema_decay"] > 0 else None
+        every = int(cfg["train"]["restart_dead_codes_every"])
+        self.restarter = DeadCodeRestarter(self.g.quantizer.num_code, every, int(cfg["seed"])) if every else None
 
         self.perceptual = build_perceptual(cfg["losses"]["perceptual"])
         if self.perceptual is not None:
@@ -214,6 +217,7 @@ class Trainer:
             },
             "rng": rngs,
             "quantizers": {name: m.training_state() for name, m in self._kmeans_quantizers()},
+            "code_usage": self.restarter.state_dict() if self.restarter is not None else None,
             "config": self.cfg,
         }
 
@@ -239,6 +243,8 @@ class Trainer:
             for name, m in self._kmeans_quantizers():
                 if name in saved_quantizers:
                     m.load_training_state(saved_quantizers[name])
+            if self.restarter is not None and state.get("code_usage") is not None:
+                self.restarter.load_state_dict(state["code_usage"])
         except (KeyError, RuntimeError, ValueError) as err:
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise VQFRError(f"{path} does not match this config ({first})") from None
@@ -293,6 +299,8 @@ class Trainer:
             if self.stage == "codebook":
                 res, cb_loss = self.g_train(gt, iters=self.step, return_keys=("dec",))
                 outputs = {"dec": res["dec"]}
+                if self.restarter is not None:
+                    self.restarter.update(res["quant_index"])
                 if losses["codebook_weight"]:
                     terms["codebook"] = float(losses["codebook_weight"]) * cb_loss.float()
             elif self.arch == "VQFRv2":
@@ -381,6 +389,12 @@ class Trainer:
             p.grad = None
         logs = {k: v.detach() for k, v in terms.items()}
         logs["g_total"] = total.detach()
+        if self.restarter is not None:
+            emb = self.g.quantizer.embedding.weight
+            ema_emb = self.ema.module.quantizer.embedding.weight.data if self.ema is not None else None
+            moved = self.restarter.restart(self.step, self.g.encoder, gt, emb, self.g_opts["g"], ema_emb)
+            if self.step % self.restarter.every == 0:
+                logs["codes_restarted"] = torch.tensor(float(moved))
 
         for a in active:
             a.net.requires_grad_(True)
