@@ -472,3 +472,50 @@ def test_bad_training_image_is_one_line_naming_the_file(assets, tmp_path, capsys
         err = full.strip().splitlines()[-1]  # after the "starting step 0" log line
         assert err.startswith("vqfr train: error: training data: cannot decode image"), err
         assert "face9.png" in err and "empty" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("network=[1, 2]", "config network must be a mapping, got [1, 2]"),
+        ("train=5", "config train must be a mapping, got 5"),
+        ("data=null", "config data must be a mapping, got None"),
+        ("losses=[1]", "config losses must be a mapping, got [1]"),
+        ("logging=abc", "config logging must be a mapping, got 'abc'"),
+        ("data.val=abc", "config data.val must be a mapping or null, got 'abc'"),
+        ("data.train.root=123", "config data.train.root must be a path, got 123"),
+        ("data.train=5", "config data.train must be a mapping, got 5"),
+        ("data.train.hflip=maybe", "config data.train.hflip must be true or false, got 'maybe'"),
+        ("network.config.quantizer_opt=abc", "config network.config.quantizer_opt must be a mapping, got 'abc'"),
+        ("network.config.base_channels=-4", "config network.config.base_channels must be a positive integer, got -4"),
+        ("network.config.channel_multipliers=[1, 0]", "network.config.channel_multipliers[1] must be a positive"),
+        ("losses.pixel.dec=abc", "config losses.pixel.dec must be a number, got 'abc'"),
+        ("discriminators=[{name: g, r1: yes please}]", "config discriminators[0].r1 must be true or false"),
+        ("name=[x]", "config name must be a string or null, got ['x']"),
+    ],
+)
+def test_wrong_types_in_the_config_name_the_key(assets, tmp_path, capsys, monkeypatch, override, expected):
+    import vqfr.train.trainer as trainer_mod
+
+    def no_build(cfg):
+        raise AssertionError("networks built from a config with a wrong type")
+
+    monkeypatch.setattr(trainer_mod, "build_generator", no_build)
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--no-progress", "--out", str(tmp_path / "r"), "-o", override]
+    assert expected in _train_error(capsys, argv)
+    assert not (tmp_path / "r").exists()
+
+
+def test_image_given_as_config_is_one_line(tmp_path, capsys):
+    (tmp_path / "some.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)))
+    err = _train_error(capsys, ["train", "-c", str(tmp_path / "some.jpg")])
+    assert "some.jpg is not a readable YAML text file" in err
+
+
+def test_stage1_config_types_checked_too(assets):
+    cfg = restoration_cfg(assets, "VQFRv2")
+    cfg["stage1"]["config"]["quantizer_opt"]["spatial_size"] = "2x2"
+    with pytest.raises(VQFRError, match="config stage1.config.quantizer_opt.spatial_size must be a non-empty list"):
+        merge_config(cfg)
