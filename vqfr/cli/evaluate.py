@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from vqfr.errors import VQFRError
+    from vqfr.errors import VQFRError, one_line
     from vqfr.metrics.evaluate import EvalOptions, evaluate
     from vqfr.metrics.report import format_table, write_reports
     from vqfr.utils.device import select_device
@@ -195,12 +195,12 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     for name, reason in ev.problems:
-        print(f"vqfr evaluate: skipped {name}: {reason}", file=sys.stderr)
+        print(f"vqfr evaluate: skipped {one_line(name)}: {one_line(reason)}", file=sys.stderr)
     for note in ev.notes:
-        print(f"vqfr evaluate: note: {note}", file=sys.stderr)
+        print(f"vqfr evaluate: note: {one_line(note)}", file=sys.stderr)
     for r in ev.results:
         for warning in r.warnings:
-            print(f"vqfr evaluate: warning: {r.pair.name}: {warning}", file=sys.stderr)
+            print(f"vqfr evaluate: warning: {one_line(r.pair.name)}: {one_line(warning)}", file=sys.stderr)
     print(format_table(ev))
     if not ev.results:
         raise VQFRError("no image could be evaluated (see the messages above)")
