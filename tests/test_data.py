@@ -341,4 +341,5 @@ def test_degrade_full_disk_leaves_no_half_pair(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     assert main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out2"), "--size", "64"]) == 2
     err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
-    assert err == f"vqfr degrade: error: cannot write {tmp_path / 'out2' / 'degradations.json'}: No space left on device"
+    meta = tmp_path / "out2" / "degradations.json"
+    assert err == f"vqfr degrade: error: cannot write {meta}: No space left on device"
