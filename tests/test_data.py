@@ -243,34 +243,21 @@ def test_degrade_messages_stay_one_line_per_file(tmp_path, capsys):
     assert err[0].endswith("bad\\nname.png: not a readable image")
 
 
-def _truncated_png(width: int, height: int, rows: int) -> bytes:
-    """A PNG whose header promises ``width x height`` pixels but whose image data holds ``rows`` rows."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    raw = b"".join(b"\x00" + bytes([120]) * (3 * width) for _ in range(rows))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-
-
-def test_training_reader_rejects_truncated_png_quietly(tmp_path, capfd):
+def test_training_reader_rejects_truncated_png_quietly(tmp_path, capfd, truncated_png):
     from vqfr.data.images import decode_image
 
     with pytest.raises(VQFRError) as e:
-        decode_image(_truncated_png(200, 200, 10), "t.png")
+        decode_image(truncated_png(200, 200, 10), "t.png")
     assert str(e.value) == "cannot decode image t.png: truncated or corrupt (its image data stops after 10 of 200 rows)"
     assert capfd.readouterr().err == ""  # no "libpng error" line from OpenCV
 
 
-def test_degrade_prints_nothing_of_opencv_for_corrupt_images(tmp_path):
+def test_degrade_prints_nothing_of_opencv_for_corrupt_images(tmp_path, truncated_png):
     import subprocess
     import sys
 
     _faces(tmp_path / "hq", n=1, size=64)
-    (tmp_path / "hq" / "cut.png").write_bytes(_truncated_png(200, 200, 10))
+    (tmp_path / "hq" / "cut.png").write_bytes(truncated_png(200, 200, 10))
     good = (tmp_path / "hq" / "face0.png").read_bytes()
     (tmp_path / "hq" / "half.png").write_bytes(good[: len(good) - 6])
     proc = subprocess.run(

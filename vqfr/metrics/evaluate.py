@@ -148,14 +148,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise VQFRError(f"cannot read {path}: {err.strerror or err}") from None
-    problem = png_data_problem(data.tobytes())
-    if problem:
-        raise VQFRError(f"cannot read {path}: truncated or corrupt ({problem})")
+    size = header_size(data.tobytes())
+    # Images OpenCV refuses by size (below) are not inflated first just to be checked.
+    if size is None or size[0] * size[1] <= int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30)):
+        problem = png_data_problem(data.tobytes())
+        if problem:  # checked here: libpng would print its own "libpng error" line to stderr
+            raise VQFRError(f"cannot read {path}: truncated or corrupt ({problem})")
     try:
         with quiet_opencv():
             img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as err:  # OpenCV refuses images above its size limits with an assertion
-        size = header_size(data.tobytes())
         if size is not None:
             raise VQFRError(
                 f"cannot read {path}: too large to decode: {size[0]}x{size[1]} pixels "
