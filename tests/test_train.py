@@ -403,10 +403,13 @@ def test_published_configs_match_the_recipe():
     assert len(f1["discriminators"]) == 4 and f1["losses"]["perceptual"]["style_weight"] == 2000.0
 
 
-def _train_error(capsys, argv: list[str]) -> str:
+def _train_error(capsys, argv: list[str], after_log: bool = False) -> str:
+    """The one error line of a failed ``vqfr train`` (``after_log``: the last line, after the run's own log)."""
     capsys.readouterr()
     assert main(argv) == 2, argv
     err = capsys.readouterr().err.strip()
+    if after_log:
+        err = err.splitlines()[-1]
     assert err.startswith("vqfr train: error:") and "\n" not in err, err
     return err
 
@@ -519,3 +522,53 @@ def test_stage1_config_types_checked_too(assets):
     cfg["stage1"]["config"]["quantizer_opt"]["spatial_size"] = "2x2"
     with pytest.raises(VQFRError, match="config stage1.config.quantizer_opt.spatial_size must be a non-empty list"):
         merge_config(cfg)
+
+
+def test_unwritable_out_is_refused_before_building(assets, tmp_path, capsys, monkeypatch):
+    import vqfr.train.trainer as trainer_mod
+    import vqfr.utils.paths as paths_mod
+
+    monkeypatch.setattr(trainer_mod, "build_generator", lambda cfg: pytest.fail("built before checking --out"))
+    real_access = os.access
+    monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    err = _train_error(capsys, ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(tmp_path / "run")])
+    assert err == f"vqfr train: error: output folder {tmp_path / 'run'}: {tmp_path} is not writable"
+
+
+def test_disk_full_while_saving_is_one_line_and_leaves_no_partial_file(assets, tmp_path, capsys, monkeypatch):
+    import vqfr.nn.safe_load as safe_load_mod
+
+    real_save = torch.save
+
+    def disk_full(obj, f):  # torch's zip writer reports a short write like this
+        real_save({"part": torch.zeros(100)}, f)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 8448 vs 8342")
+
+    monkeypatch.setattr(safe_load_mod.torch, "save", disk_full)
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(out), "--no-progress"]
+    err = _train_error(capsys, argv, after_log=True)
+    step_file = out / "checkpoints" / "step_00000001.pt"
+    assert err.endswith(f"cannot write {step_file}: the write failed part-way (is the disk full?)")
+    assert list((out / "checkpoints").iterdir()) == []  # no step file, no temporary file
+
+
+def test_other_failed_writes_during_training_are_one_line(assets, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import vqfr.data.images as images_mod
+
+    def full(path, img):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images_mod, "write_png", full)  # the image grid written every image_every steps
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(out), "--no-progress"]
+    err = _train_error(capsys, argv, after_log=True)
+    assert err == f"vqfr train: error: step 1: cannot write {out}: No space left on device"
