@@ -7,6 +7,7 @@ import sys
 import textwrap
 import warnings
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -172,7 +173,8 @@ def test_evaluate_cli_stderr_holds_only_our_lines(tmp_path, truncated_png):
     (res / "new\nline.png").write_bytes(b"not an image")
     (gt / "new\nline.png").write_bytes(good)
     argv = ["evaluate", "--restored", res, "--gt", gt, "--out", tmp_path / "r", "--metrics", "psnr", "--workers", 1]
-    proc = subprocess.run([sys.executable, "-m", "vqfr", *map(str, argv)], capture_output=True, text=True)
+    root = Path(__file__).resolve().parents[1]  # this checkout's vqfr, whatever the current folder
+    proc = subprocess.run([sys.executable, "-m", "vqfr", *map(str, argv)], capture_output=True, text=True, cwd=root)
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
     assert len(lines) == 3 and all(line.startswith("vqfr evaluate: skipped ") for line in lines), lines
