@@ -157,7 +157,7 @@ def load_network(
     target = select_device(str(device))  # an unavailable device fails before the file is read
     ckpt = read_checkpoint(path)
     sd = state_dict_of(ckpt, path)
-    stored_arch = ckpt.get("arch") if ckpt.get("arch") in NETWORKS else None
+    stored_arch = ckpt["arch"] if isinstance(ckpt.get("arch"), str) and ckpt["arch"] in NETWORKS else None
     found = stored_arch or infer_arch(sd)
     if arch is not None and found is not None and found != arch:
         raise VQFRError(f"{path} holds {found} weights, not {arch}")
