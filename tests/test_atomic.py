@@ -92,9 +92,9 @@ def test_group_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_shown_quotes_only_unprintable_names():
+def test_shown_escapes_only_unprintable_names():
     assert shown(Path("dir/a photo é.jpg")) == "dir/a photo é.jpg"
-    assert shown("a\nb.jpg") == "'a\\nb.jpg'"
+    assert shown("a\nb.jpg") == "a\\nb.jpg"  # the same escaping as every one-line message
     assert "\n" not in shown("x\r\n\t.png")
 
 

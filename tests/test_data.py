@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,7 @@ def test_paired_testset_is_reproducible_and_survives_a_bad_file(tmp_path, capsys
     _faces(tmp_path / "hq", n=3)
     (tmp_path / "hq" / "broken.png").write_bytes(b"not an image")
     rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "a"), "--seed", "5", "--size", "64"])
-    assert rc == 0
+    assert rc == 1  # the other pairs are written, but a failed image is a failure (as for restore, evaluate)
     captured = capsys.readouterr()
     assert "skipped broken" in captured.err and "wrote 3 pairs" in captured.out
     make_paired_testset(tmp_path / "hq", tmp_path / "b", DegradationConfig(), seed=5, size=64)
@@ -150,7 +151,7 @@ def test_empty_image_is_skipped_by_degrade_and_named_by_the_dataset(tmp_path, ca
     (tmp_path / "hq" / "empty.png").write_bytes(b"")
     rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"])
     captured = capsys.readouterr()
-    assert rc == 0 and "wrote 2 pairs" in captured.out and "1 failed" in captured.out
+    assert rc == 1 and "wrote 2 pairs" in captured.out and "1 failed" in captured.out
     assert "skipped empty: cannot decode image" in captured.err and "empty" in captured.err
     ds = HQFaceDataset(tmp_path / "hq", 64)
     bad = ds.source.names.index("empty")
@@ -264,3 +265,113 @@ def test_bad_augmentation_settings_are_one_line_errors(bad, match):
 
     with pytest.raises(VQFRError, match=match):
         AugmentConfig.from_dict(bad)
+
+
+def test_degrade_refuses_two_inputs_with_one_output_name(tmp_path, capsys):
+    _faces(tmp_path / "hq", n=2, size=64)
+    (tmp_path / "hq" / "face0.jpg").write_bytes((tmp_path / "hq" / "face0.png").read_bytes())
+    rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "wrote 1 pairs" in captured.out and "2 failed" in captured.out
+    assert "already present" not in captured.out
+    assert "skipped face0.jpg: same output name face0.png as face0.png; rename one" in captured.err
+    assert "skipped face0.png: same output name face0.png as face0.jpg; rename one" in captured.err
+    assert sorted(p.name for p in (tmp_path / "out" / "gt").iterdir()) == ["face1.png"]
+
+
+def test_degrade_messages_stay_one_line_per_file(tmp_path, capsys):
+    _faces(tmp_path / "hq", n=1, size=64)
+    (tmp_path / "hq" / "bad\nname.png").write_bytes(b"not an image")
+    assert main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("vqfr")]
+    assert len(err) == 1 and err[0].startswith("vqfr degrade: skipped bad\\nname: cannot decode image"), err
+    assert err[0].endswith("bad\\nname.png: not a readable image")
+
+
+def test_training_reader_rejects_truncated_png_quietly(tmp_path, capfd, truncated_png):
+    from vqfr.data.images import decode_image
+
+    with pytest.raises(VQFRError) as e:
+        decode_image(truncated_png(200, 200, 10), "t.png")
+    assert str(e.value) == "cannot decode image t.png: truncated or corrupt (its image data stops after 10 of 200 rows)"
+    assert capfd.readouterr().err == ""  # no "libpng error" line from OpenCV
+
+
+def test_degrade_prints_nothing_of_opencv_for_corrupt_images(tmp_path, truncated_png):
+    import subprocess
+    import sys
+
+    _faces(tmp_path / "hq", n=1, size=64)
+    (tmp_path / "hq" / "cut.png").write_bytes(truncated_png(200, 200, 10))
+    good = (tmp_path / "hq" / "face0.png").read_bytes()
+    (tmp_path / "hq" / "half.png").write_bytes(good[: len(good) - 6])
+    proc = subprocess.run(
+        [sys.executable, "-m", "vqfr", "degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 1
+    lines = [line for line in proc.stderr.replace("\r", "\n").splitlines() if line.strip()]
+    ours = [line for line in lines if line.startswith("vqfr degrade: skipped")]
+    assert len(ours) == 2 and "its image data stops after 10 of 200 rows" in ours[0]
+    assert all(line.startswith(("vqfr degrade:", "degrade:")) for line in lines), lines  # ours and the progress bar
+
+
+def test_degrade_checks_the_output_is_writable_first(tmp_path, capsys, monkeypatch):
+    import os
+
+    import vqfr.data.testset as testset_mod
+    import vqfr.utils.paths as paths_mod
+
+    _faces(tmp_path / "hq", n=1, size=64)
+    real_access = os.access
+    monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+
+    def no_read(path):
+        raise AssertionError("images read before the output was checked")
+
+    monkeypatch.setattr(testset_mod, "read_image", no_read)
+    err = _one_line_error(capsys, ["degrade", str(tmp_path / "hq"), str(tmp_path / "out")])
+    assert err == f"vqfr degrade: error: cannot write the test set to {tmp_path / 'out'}: {tmp_path} is not writable"
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write anywhere")
+def test_degrade_into_a_read_only_folder_is_one_line(tmp_path, capsys):
+    _faces(tmp_path / "hq", n=1, size=64)
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro").chmod(0o555)
+    try:
+        err = _one_line_error(capsys, ["degrade", str(tmp_path / "hq"), str(tmp_path / "ro" / "out")])
+    finally:
+        (tmp_path / "ro").chmod(0o755)
+    assert "is not writable" in err
+
+
+def test_degrade_full_disk_leaves_no_half_pair(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import vqfr.data.testset as testset_mod
+
+    _faces(tmp_path / "hq", n=2, size=64)
+    real_write = testset_mod.write_png
+
+    def lq_fails(path, img):
+        if path.parent.name == "lq" and path.stem == "face1":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, img)
+
+    monkeypatch.setattr(testset_mod, "write_png", lq_fails)
+    assert main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"]) == 1
+    assert "skipped face1: No space left on device" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out" / "gt").iterdir()) == ["face0.png"]  # no GT without its LQ
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(testset_mod, "atomic_write_text", full)
+    capsys.readouterr()
+    assert main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out2"), "--size", "64"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    meta = tmp_path / "out2" / "degradations.json"
+    assert err == f"vqfr degrade: error: cannot write {meta}: No space left on device"

@@ -149,7 +149,7 @@ def test_bad_weight_file_is_one_line_even_with_workers(folders, tmp_path, capsys
         2,
     )
     assert rc == 2 and len(stderr.strip().splitlines()) == 1
-    assert stderr.startswith(f"vqfr evaluate: error: --arcface-weights: cannot load {tmp_path / 'junk.pth'}")
+    assert stderr.startswith(f"vqfr evaluate: error: --arcface-weights: {tmp_path / 'junk.pth'} is not a PyTorch")
 
 
 def test_mean_var_correction_and_y_channel_options(folders, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -177,3 +178,65 @@ def test_write_unknown_extension_and_to_uint8(tmp_path):
     np.testing.assert_array_equal(
         to_uint8(np.array([0, 128, 257, 65535], np.uint16)), np.array([0, 0, 1, 255], np.uint8)
     )
+
+
+def test_png_with_missing_rows_is_refused_not_padded(tmp_path, truncated_png):
+    path = tmp_path / "short.png"
+    path.write_bytes(truncated_png(200, 200, 10))
+    with pytest.raises(VQFRError) as info:
+        read_image(path)
+    assert str(info.value) == f"{path}: corrupt or truncated image (its image data stops after 10 of 200 rows)"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="peak memory read from Linux's /proc")
+def test_short_png_with_a_huge_header_costs_no_memory(tmp_path, truncated_png):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(truncated_png(12_000, 12_000, 10))  # decoded, 432 MB of pixels
+    code = (
+        "from pathlib import Path\n"
+        "from vqfr.io import read_image\n"
+        "from vqfr.errors import VQFRError\n"
+        "try:\n"
+        f"    read_image({str(path)!r}, max_pixels=None)\n"
+        "except VQFRError as err:\n"
+        "    print(err)\n"
+        # VmHWM, not ru_maxrss: the latter keeps the forked test runner's size across exec
+        "status = Path('/proc/self/status').read_text().splitlines()\n"
+        "print(next(int(line.split()[1]) // 1024 for line in status if line.startswith('VmHWM')))\n"
+    )
+    root = Path(__file__).resolve().parents[1]  # this checkout's vqfr, whatever the current folder
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    out = proc.stdout.splitlines()
+    assert out[0].endswith("corrupt or truncated image (its image data stops after 10 of 12000 rows)"), out
+    assert int(out[1]) < 300, f"peak memory {out[1]} MB"  # ~100 MB of imports; the pixels would add 432 MB
+
+
+def test_interlaced_and_every_png_layout_still_read(tmp_path):
+    import struct
+    import zlib
+
+    from vqfr.io.read import png_data_problem
+
+    img = _rgb(37, 53)
+    raw = b""  # Adam7: seven passes of sub-images, each row with a filter byte
+    adam7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    for x0, y0, dx, dy in adam7:
+        raw += b"".join(b"\x00" + row.tobytes() for row in img[y0::dy, x0::dx])
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 53, 37, 8, 2, 0, 0, 1))
+    whole = head + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    np.testing.assert_array_equal(read_image(whole).pixels, img)
+    short = head + chunk(b"IDAT", zlib.compress(raw[:-5])) + chunk(b"IEND", b"")
+    assert png_data_problem(short) == "its image data stops early"
+    for mode in ("1", "L", "P", "LA", "RGB", "RGBA", "I;16"):
+        data = _pil_bytes(Image.fromarray(_rgb(37, 53)).convert(mode), "PNG")
+        assert png_data_problem(data) is None, mode
+    for channels in (3, 4):
+        ok, buf = cv2.imencode(".png", np.full((9, 11, channels), 40000, np.uint16))
+        assert png_data_problem(buf.tobytes()) is None

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import warnings
 import zlib
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -151,3 +152,62 @@ def test_crop_border_that_leaves_nothing_is_rejected_without_warnings(tmp_path):
             calculate_niqe(img, crop_border=100)
     # 63 px at each edge of 128 leaves 2x2: PSNR still works
     assert np.isfinite(calculate_psnr(img, img + 1, crop_border=63))
+
+
+def test_truncated_png_is_refused_without_libpng_noise(tmp_path, capfd, truncated_png):
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(truncated_png(200, 200, 10))
+    with pytest.raises(VQFRError) as err:
+        read_image(cut)
+    assert str(err.value) == f"cannot read {cut}: truncated or corrupt (its image data stops after 10 of 200 rows)"
+    assert capfd.readouterr().err == ""
+
+
+def test_evaluate_cli_stderr_holds_only_our_lines(tmp_path, truncated_png):
+    gt, res = _folders(tmp_path, n=2)
+    (res / "cut.png").write_bytes(truncated_png(32, 32, 3))
+    (gt / "cut.png").write_bytes((gt / "0.png").read_bytes())
+    good = (res / "1.png").read_bytes()
+    (res / "half.png").write_bytes(good[: len(good) - 6])  # last chunk cut short: OpenCV warns about it
+    (gt / "half.png").write_bytes(good)
+    (res / "new\nline.png").write_bytes(b"not an image")
+    (gt / "new\nline.png").write_bytes(good)
+    argv = ["evaluate", "--restored", res, "--gt", gt, "--out", tmp_path / "r", "--metrics", "psnr", "--workers", 1]
+    root = Path(__file__).resolve().parents[1]  # this checkout's vqfr, whatever the current folder
+    proc = subprocess.run([sys.executable, "-m", "vqfr", *map(str, argv)], capture_output=True, text=True, cwd=root)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 3 and all(line.startswith("vqfr evaluate: skipped ") for line in lines), lines
+    assert "skipped new\\nline: cannot read" in proc.stderr
+
+
+def test_evaluate_refuses_an_unwritable_out_before_scoring(tmp_path, capsys, monkeypatch):
+    import os
+
+    import vqfr.utils.paths as paths_mod
+
+    gt, res = _folders(tmp_path, n=2)
+    real_access = os.access
+    monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+    monkeypatch.setattr(evaluate_module, "pair_files", lambda *a: pytest.fail("scored before checking --out"))
+    rc = main(["evaluate", "--restored", str(res), "--gt", str(gt), "--out", str(tmp_path / "r"), "--workers", "1"])
+    assert rc == 2
+    assert capsys.readouterr().err == f"vqfr evaluate: error: --out {tmp_path / 'r'}: {tmp_path} is not writable\n"
+
+
+def test_full_disk_at_the_end_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import vqfr.metrics.report as report_mod
+
+    gt, res = _folders(tmp_path, n=2)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(report_mod, "atomic_write_text", full)
+    argv = ["evaluate", "--restored", str(res), "--gt", str(gt), "--out", str(tmp_path / "r"), "--metrics", "psnr"]
+    assert main([*argv, "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"vqfr evaluate: error: cannot write the reports in {tmp_path / 'r'}: No space left on device\n"
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())

@@ -85,7 +85,7 @@ def test_lpips_wrong_file_is_a_one_line_error(tmp_path):
         load_lpips(vgg, vgg)  # backbone file given as the linear layers
     assert "\n" not in str(err.value)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
-    with pytest.raises(VQFRError, match="cannot load"):
+    with pytest.raises(VQFRError, match="junk.pth is not a PyTorch checkpoint"):
         load_lpips(tmp_path / "junk.pth", vgg)
     with pytest.raises(VQFRError, match="no such file"):
         load_lpips(tmp_path / "missing.pth", vgg)

@@ -456,10 +456,13 @@ def test_published_configs_match_the_recipe():
     assert len(f1["discriminators"]) == 4 and f1["losses"]["perceptual"]["style_weight"] == 2000.0
 
 
-def _train_error(capsys, argv: list[str]) -> str:
+def _train_error(capsys, argv: list[str], after_log: bool = False) -> str:
+    """The one error line of a failed ``vqfr train`` (``after_log``: the last line, after the run's own log)."""
     capsys.readouterr()
     assert main(argv) == 2, argv
     err = capsys.readouterr().err.strip()
+    if after_log:
+        err = err.splitlines()[-1]
     assert err.startswith("vqfr train: error:") and "\n" not in err, err
     return err
 
@@ -525,3 +528,100 @@ def test_bad_training_image_is_one_line_naming_the_file(assets, tmp_path, capsys
         err = full.strip().splitlines()[-1]  # after the "starting step 0" log line
         assert err.startswith("vqfr train: error: training data: cannot decode image"), err
         assert "face9.png" in err and "empty" in err and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("network=[1, 2]", "config network must be a mapping, got [1, 2]"),
+        ("train=5", "config train must be a mapping, got 5"),
+        ("data=null", "config data must be a mapping, got None"),
+        ("losses=[1]", "config losses must be a mapping, got [1]"),
+        ("logging=abc", "config logging must be a mapping, got 'abc'"),
+        ("data.val=abc", "config data.val must be a mapping or null, got 'abc'"),
+        ("data.train.root=123", "config data.train.root must be a path, got 123"),
+        ("data.train=5", "config data.train must be a mapping, got 5"),
+        ("data.train.hflip=maybe", "config data.train.hflip must be true or false, got 'maybe'"),
+        ("network.config.quantizer_opt=abc", "config network.config.quantizer_opt must be a mapping, got 'abc'"),
+        ("network.config.base_channels=-4", "config network.config.base_channels must be a positive integer, got -4"),
+        ("network.config.channel_multipliers=[1, 0]", "network.config.channel_multipliers[1] must be a positive"),
+        ("losses.pixel.dec=abc", "config losses.pixel.dec must be a number, got 'abc'"),
+        ("discriminators=[{name: g, r1: yes please}]", "config discriminators[0].r1 must be true or false"),
+        ("name=[x]", "config name must be a string or null, got ['x']"),
+    ],
+)
+def test_wrong_types_in_the_config_name_the_key(assets, tmp_path, capsys, monkeypatch, override, expected):
+    import vqfr.train.trainer as trainer_mod
+
+    def no_build(cfg):
+        raise AssertionError("networks built from a config with a wrong type")
+
+    monkeypatch.setattr(trainer_mod, "build_generator", no_build)
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--no-progress", "--out", str(tmp_path / "r"), "-o", override]
+    assert expected in _train_error(capsys, argv)
+    assert not (tmp_path / "r").exists()
+
+
+def test_image_given_as_config_is_one_line(tmp_path, capsys):
+    (tmp_path / "some.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" + bytes(range(256)))
+    err = _train_error(capsys, ["train", "-c", str(tmp_path / "some.jpg")])
+    assert "some.jpg is not a readable YAML text file" in err
+
+
+def test_stage1_config_types_checked_too(assets):
+    cfg = restoration_cfg(assets, "VQFRv2")
+    cfg["stage1"]["config"]["quantizer_opt"]["spatial_size"] = "2x2"
+    with pytest.raises(VQFRError, match="config stage1.config.quantizer_opt.spatial_size must be a non-empty list"):
+        merge_config(cfg)
+
+
+def test_unwritable_out_is_refused_before_building(assets, tmp_path, capsys, monkeypatch):
+    import vqfr.train.trainer as trainer_mod
+    import vqfr.utils.paths as paths_mod
+
+    monkeypatch.setattr(trainer_mod, "build_generator", lambda cfg: pytest.fail("built before checking --out"))
+    real_access = os.access
+    monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    err = _train_error(capsys, ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(tmp_path / "run")])
+    assert err == f"vqfr train: error: output folder {tmp_path / 'run'}: {tmp_path} is not writable"
+
+
+def test_disk_full_while_saving_is_one_line_and_leaves_no_partial_file(assets, tmp_path, capsys, monkeypatch):
+    import vqfr.nn.safe_load as safe_load_mod
+
+    real_save = torch.save
+
+    def disk_full(obj, f):  # torch's zip writer reports a short write like this
+        real_save({"part": torch.zeros(100)}, f)
+        raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 8448 vs 8342")
+
+    monkeypatch.setattr(safe_load_mod.torch, "save", disk_full)
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(out), "--no-progress"]
+    err = _train_error(capsys, argv, after_log=True)
+    step_file = out / "checkpoints" / "step_00000001.pt"
+    assert err.endswith(f"cannot write {step_file}: the write failed part-way (is the disk full?)")
+    assert list((out / "checkpoints").iterdir()) == []  # no step file, no temporary file
+
+
+def test_other_failed_writes_during_training_are_one_line(assets, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import vqfr.data.images as images_mod
+
+    def full(path, img):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(images_mod, "write_png", full)  # the image grid written every image_every steps
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    (tmp_path / "ok.yml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    argv = ["train", "-c", str(tmp_path / "ok.yml"), "--out", str(out), "--no-progress"]
+    err = _train_error(capsys, argv, after_log=True)
+    assert err == f"vqfr train: error: step 1: cannot write {out}: No space left on device"

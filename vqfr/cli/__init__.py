@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from vqfr import __version__
-from vqfr.errors import VQFRError
+from vqfr.errors import VQFRError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except VQFRError as err:
-        print(f"vqfr {args.command}: error: {err}", file=sys.stderr)
+        print(f"vqfr {args.command}: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vqfr {args.command}: interrupted", file=sys.stderr)

@@ -116,22 +116,22 @@ def _check_metric_choice(metrics: tuple[str, ...], args: argparse.Namespace) -> 
 
 
 def _check_outputs(out_dir, fid_stats: str | None) -> None:
-    """Fail before any work when an output path cannot be written (a file where a folder must go)."""
+    """Fail before any work when an output path cannot be written (a file in the way, no permission)."""
     from pathlib import Path
 
     from vqfr.errors import VQFRError
-    from vqfr.utils.paths import blocking_file
+    from vqfr.utils.paths import unwritable_reason
 
-    blocked = blocking_file(out_dir)
-    if blocked is not None:
-        raise VQFRError(f"--out {out_dir}: {blocked} exists and is not a folder")
+    problem = unwritable_reason(out_dir)
+    if problem is not None:
+        raise VQFRError(f"--out {out_dir}: {problem}")
     if fid_stats is not None:
         path = Path(fid_stats)
         if path.is_dir():
             raise VQFRError(f"--save-fid-stats {path}: is a folder, expected a file name (.npz)")
-        blocked = blocking_file(path.parent)
-        if blocked is not None:
-            raise VQFRError(f"--save-fid-stats {path}: {blocked} exists and is not a folder")
+        problem = unwritable_reason(path.parent)
+        if problem is not None:
+            raise VQFRError(f"--save-fid-stats {path}: {problem}")
 
 
 def _download_missing(args: argparse.Namespace, metrics: tuple[str, ...]) -> None:
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from vqfr.errors import VQFRError
+    from vqfr.errors import VQFRError, one_line
     from vqfr.metrics.evaluate import EvalOptions, evaluate
     from vqfr.metrics.report import format_table, write_reports
     from vqfr.utils.device import select_device
@@ -195,19 +195,26 @@ def run(args: argparse.Namespace) -> int:
         bar.close()
 
     for name, reason in ev.problems:
-        print(f"vqfr evaluate: skipped {name}: {reason}", file=sys.stderr)
+        print(f"vqfr evaluate: skipped {one_line(name)}: {one_line(reason)}", file=sys.stderr)
     for note in ev.notes:
-        print(f"vqfr evaluate: note: {note}", file=sys.stderr)
+        print(f"vqfr evaluate: note: {one_line(note)}", file=sys.stderr)
     for r in ev.results:
         for warning in r.warnings:
-            print(f"vqfr evaluate: warning: {r.pair.name}: {warning}", file=sys.stderr)
+            print(f"vqfr evaluate: warning: {one_line(r.pair.name)}: {one_line(warning)}", file=sys.stderr)
     print(format_table(ev))
     if not ev.results:
         raise VQFRError("no image could be evaluated (see the messages above)")
 
-    paths = write_reports(ev, out_dir, sort_by=args.sort_by, cases=args.cases)
+    # Checked writable up front; a disk that fills up meanwhile is still one line (each file is atomic).
+    try:
+        paths = write_reports(ev, out_dir, sort_by=args.sort_by, cases=args.cases)
+    except OSError as err:
+        raise VQFRError(f"cannot write the reports in {out_dir}: {err.strerror or err}") from None
     if args.save_fid_stats:
-        _save_fid_stats(ev, args.save_fid_stats)
+        try:
+            _save_fid_stats(ev, args.save_fid_stats)
+        except OSError as err:
+            raise VQFRError(f"cannot write {args.save_fid_stats}: {err.strerror or err}") from None
     print(f"reports: {paths['csv']}, {paths['json']}, {paths['html']}")
     return 1 if ev.problems else 0
 

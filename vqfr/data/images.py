@@ -10,6 +10,7 @@ import numpy as np
 
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS
+from vqfr.io.read import png_data_problem, quiet_opencv
 from vqfr.utils.atomic import atomic_write_bytes
 from vqfr.utils.image_tensor import tensor_to_uint8
 
@@ -36,8 +37,12 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes to float32 RGB in [0, 1] (grayscale expanded, alpha dropped)."""
     if not data:
         raise VQFRError(f"cannot decode image {name}: the file is empty")
+    problem = png_data_problem(data)
+    if problem:
+        raise VQFRError(f"cannot decode image {name}: truncated or corrupt ({problem})")
     try:
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        with quiet_opencv():
+            arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error:  # OpenCV asserts on some malformed buffers instead of returning None
         arr = None
     if arr is None or arr.size == 0:

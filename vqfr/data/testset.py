@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vqfr.errors import VQFRError
 from vqfr.utils.atomic import atomic_write_text
-from vqfr.utils.paths import blocking_file
+from vqfr.utils.paths import unwritable_reason
 
 from .degradations import DegradationConfig, degrade, sample_rng
 from .images import list_images, read_image, resize_square, write_png
@@ -44,37 +44,50 @@ def make_paired_testset(
     files = list_images(hq_root)
     if out_root.resolve() == hq_root.resolve() or hq_root.resolve() in out_root.resolve().parents:
         raise VQFRError("the output folder must not be inside the HQ input folder")
-    blocked = blocking_file(out_root)
-    if blocked is not None:
-        where = "exists" if blocked == out_root else f"cannot be created: {blocked} exists"
-        raise VQFRError(f"output {out_root} {where} and is not a folder")
+    problem = unwritable_reason(out_root)
+    if problem is not None:
+        raise VQFRError(f"cannot write the test set to {out_root}: {problem}")
     cfg = degradation or DegradationConfig()
     meta_path = out_root / "degradations.json"
     options = {"seed": int(seed), "size": size, "degradation": cfg.to_dict()}
     old_records = _existing_records(meta_path, options, strict=not overwrite)
     report = TestSetReport()
     records = {}
+    by_name: dict[str, list[Path]] = {}
+    for path in files:
+        by_name.setdefault(str(path.relative_to(hq_root).with_suffix("")), []).append(path)
     for i, path in enumerate(progress(files) if progress else files):
         name = str(path.relative_to(hq_root).with_suffix(""))
+        if len(by_name[name]) > 1:  # face.jpg and face.png would both become face.png
+            others = ", ".join(p.name for p in by_name[name] if p != path)
+            report.failed[str(path.relative_to(hq_root))] = f"same output name {name}.png as {others}; rename one"
+            continue
         gt_path, lq_path = out_root / "gt" / f"{name}.png", out_root / "lq" / f"{name}.png"
         if not overwrite and gt_path.exists() and lq_path.exists():
             report.skipped.append(name)
             continue
+        wrote_gt = False
         try:
             gt = read_image(path)
             if size is not None:
                 gt = resize_square(gt, int(size))
             lq, params = degrade(gt, cfg, sample_rng(seed, i), return_params=True)
             write_png(gt_path, gt)
+            wrote_gt = True
             write_png(lq_path, lq)
         except (VQFRError, OSError) as err:
+            if wrote_gt:  # no GT without its LQ: a pair appears whole or not at all
+                gt_path.unlink(missing_ok=True)
             report.failed[name] = str(err) if isinstance(err, VQFRError) else f"{err.strerror or err}"
             continue
         records[name] = params
         report.written.append(name)
     meta = {**options, "images": {**old_records, **records}}  # keep the records of images skipped on a re-run
-    out_root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    try:
+        out_root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta_path, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+    except OSError as err:
+        raise VQFRError(f"cannot write {meta_path}: {err.strerror or err}") from None
     return report
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 import warnings
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +92,9 @@ def read_image(source: str | os.PathLike | bytes, max_pixels: int | None = DEFAU
         raise VQFRError(f"{name}: image has no pixels ({width}x{height})")
     check_pixel_limit(width, height, max_pixels, what=name)
     fmt = (im.format or "unknown").upper()
+    problem = png_data_problem(data) if fmt == "PNG" else None
+    if problem:  # Pillow would pad missing rows with black instead of failing
+        raise VQFRError(f"{name}: corrupt or truncated image ({problem})")
     orientation = _orientation(im)
     try:
         if _is_16bit_color(im, data):
@@ -156,13 +162,74 @@ def _is_16bit_color(im: Image.Image, data: bytes) -> bool:
     return False
 
 
-def _decode_16bit_color(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (``[ WARN ... grfmt_png.cpp ...]``) while decoding: we report failures ourselves.
+
+    libpng's "libpng error: ..." lines bypass this logger; run :func:`png_data_problem` first so
+    that damaged PNG data never reaches OpenCV.
+    """
     level = cv2.utils.logging.getLogLevel()
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     try:
-        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        yield
     finally:
         cv2.utils.logging.setLogLevel(level)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def png_data_problem(data: bytes) -> str | None:
+    """Why PNG bytes would not decode to a whole image, or None (also None for other formats).
+
+    Pillow fills rows missing from a short image-data stream with black, and OpenCV's libpng
+    prints to stderr; this walks the chunks and inflates the image data in 1 MB pieces,
+    counting bytes, so a header that promises 20000x20000 pixels costs no memory to refute.
+    """
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    pos, expected, row_bytes, got = len(_PNG_SIGNATURE), None, 0, 0
+    inflater = zlib.decompressobj()
+    while True:
+        if pos + 8 > len(data):
+            return "the file ends before its IEND chunk"
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if pos + 12 + length > len(data):
+            return f"the file ends in the middle of its {kind.decode('latin-1')} chunk"
+        if kind == b"IHDR" and length >= 13:
+            width, height, depth, color, _, _, interlace = struct.unpack(">IIBBBBB", body[:13])
+            bits = _PNG_CHANNELS.get(color, 4) * depth
+            passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+            expected = 0
+            for x0, y0, dx, dy in passes:
+                w, h = (width - x0 + dx - 1) // dx, (height - y0 + dy - 1) // dy
+                if w and h:
+                    expected += h * (1 + (w * bits + 7) // 8)  # a filter byte per row
+            row_bytes = 0 if interlace else 1 + (width * bits + 7) // 8
+        elif kind == b"IDAT" and expected is not None:
+            try:
+                while body:
+                    got += len(inflater.decompress(body, 1 << 20))
+                    body = inflater.unconsumed_tail
+            except zlib.error:
+                return "its image data is corrupt"
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if expected is not None and got + len(inflater.flush()) < expected:
+        if row_bytes:
+            return f"its image data stops after {got // row_bytes} of {expected // row_bytes} rows"
+        return "its image data stops early"
+    return None
+
+
+def _decode_16bit_color(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    with quiet_opencv():
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise VQFRError(f"{name}: corrupt or truncated image")
     if arr.ndim == 2:

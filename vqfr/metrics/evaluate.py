@@ -25,6 +25,7 @@ import numpy as np
 
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS
+from vqfr.io.read import png_data_problem, quiet_opencv
 from vqfr.metrics import weights as W
 from vqfr.metrics.psnr_ssim import check_crop_border
 
@@ -147,10 +148,16 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as err:
         raise VQFRError(f"cannot read {path}: {err.strerror or err}") from None
+    size = header_size(data.tobytes())
+    # Images OpenCV refuses by size (below) are not inflated first just to be checked.
+    if size is None or size[0] * size[1] <= int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30)):
+        problem = png_data_problem(data.tobytes())
+        if problem:  # checked here: libpng would print its own "libpng error" line to stderr
+            raise VQFRError(f"cannot read {path}: truncated or corrupt ({problem})")
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+        with quiet_opencv():
+            img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     except cv2.error as err:  # OpenCV refuses images above its size limits with an assertion
-        size = header_size(data.tobytes())
         if size is not None:
             raise VQFRError(
                 f"cannot read {path}: too large to decode: {size[0]}x{size[1]} pixels "
@@ -336,8 +343,9 @@ class PairScorer:
             from vqfr.metrics.arcface import arcface_distance
 
             # The paper's script reads faces with cv2's own grayscale decoding.
-            gray_r = cv2.imread(str(pair.restored), cv2.IMREAD_GRAYSCALE)
-            gray_g = cv2.imread(str(pair.gt), cv2.IMREAD_GRAYSCALE)
+            with quiet_opencv():
+                gray_r = cv2.imread(str(pair.restored), cv2.IMREAD_GRAYSCALE)
+                gray_g = cv2.imread(str(pair.gt), cv2.IMREAD_GRAYSCALE)
             if gray_r is None or gray_g is None:
                 gray_r, gray_g = _gray(restored), _gray(gt)
             v["idd"] = arcface_distance(self.arcface, gray_r, gray_g)

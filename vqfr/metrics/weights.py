@@ -112,18 +112,17 @@ def _check_published_sum(path: Path, digest: str, spec: StandardFile) -> None:
 def load_torch_file(path: str | os.PathLike, spec: StandardFile) -> object:
     """``torch.load`` with ``weights_only=True``; numpy arrays (as in FID stats files) are allowed."""
     import numpy as np
-    import torch
+
+    from vqfr.nn.safe_load import safe_load
 
     check_file(path, spec)
     allowed = [np.ndarray, np.dtype, type(np.dtype("float64")), type(np.dtype("float32"))]
     reconstruct = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
     allowed += [(reconstruct, "numpy.core.multiarray._reconstruct"), reconstruct]
     try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or non-torch files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VQFRError(f"{spec.option}: cannot load {path}: {first_line}") from None
+        return safe_load(path, allowed)
+    except VQFRError as err:
+        raise VQFRError(f"{spec.option}: {err}") from None
 
 
 def strip_prefix(state_dict: dict, prefix: str = "module.") -> dict:

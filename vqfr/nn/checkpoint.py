@@ -8,8 +8,8 @@ must never run code. Every failure is a :class:`~vqfr.errors.VQFRError` with a o
 
 from __future__ import annotations
 
+import math
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from vqfr.errors import VQFRError
-from vqfr.nn.configs import ARCHS, published_config
+from vqfr.nn.configs import ARCHS, check_network_config, published_config
+from vqfr.nn.safe_load import safe_load, safe_save
 from vqfr.nn.vqfr_v1 import VQFRv1
 from vqfr.nn.vqfr_v2 import VQFRv2
 from vqfr.nn.vqgan_v1 import VQGANv1
 from vqfr.nn.vqgan_v2 import VQGANv2
-from vqfr.utils.atomic import atomic_save
+from vqfr.utils.device import select_device
 
 NETWORKS: dict[str, type[nn.Module]] = {"VQGANv1": VQGANv1, "VQGANv2": VQGANv2, "VQFRv1": VQFRv1, "VQFRv2": VQFRv2}
 STATE_KEYS = ("params_ema", "params")
@@ -32,10 +33,13 @@ def build_network(arch: str, config: dict) -> nn.Module:
     """Construct ``arch`` (one of :data:`ARCHS`) from its configuration."""
     if arch not in NETWORKS:
         raise VQFRError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    check_network_config(arch, config, f"{arch} config")
     try:
         return NETWORKS[arch](**config)
-    except (TypeError, KeyError, ValueError) as err:
-        raise VQFRError(f"invalid configuration for {arch}: {err}") from None
+    # Values of the right types can still be inconsistent (e.g. a level the channel list lacks).
+    except (TypeError, KeyError, ValueError, IndexError, AttributeError, AssertionError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise VQFRError(f"invalid configuration for {arch}: {first}") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -45,23 +49,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise VQFRError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise VQFRError(f"checkpoint path is a folder, not a file: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights only" in str(err).lower() or "weights_only" in str(err):
-            raise VQFRError(
-                f"refusing to load {path}: it holds Python objects besides tensors, and loading it could run code"
-            ) from None
-        raise VQFRError(f"{path} is not a PyTorch checkpoint ({first})") from None
-    except Exception:  # torch raises many types for foreign or damaged files (KeyError, RuntimeError, ...)
-        with path.open("rb") as f:
-            magic = f.read(4)
-        if magic.startswith(b"PK"):
-            raise VQFRError(f"{path} is truncated or corrupt (a damaged PyTorch archive); download it again") from None
-        if magic[:1] == b"\x80":
-            raise VQFRError(f"{path} is truncated or corrupt (a damaged legacy PyTorch file)") from None
-        raise VQFRError(f"{path} is not a PyTorch checkpoint") from None
+    obj = safe_load(path)
     if not isinstance(obj, dict):
         raise VQFRError(f"{path} does not hold a dict of weights (found {type(obj).__name__})")
     return obj
@@ -111,18 +99,25 @@ def check_fit(net: nn.Module, sd: dict[str, torch.Tensor], name: str = "network"
 
 
 def load_weights(net: nn.Module, path: str | os.PathLike, strict: bool = True) -> nn.Module:
-    """Load the weights in ``path`` into ``net`` (strict by default) and return ``net``."""
+    """Load the weights in ``path`` into ``net`` (strict by default) and return ``net``.
+
+    Non-strict loading copies every tensor whose name and shape fit; a file of which nothing
+    fits is an error, not a silent no-op.
+    """
     sd = load_state_dict(path)
     problem = check_fit(net, sd, type(net).__name__)
     if problem and strict:
         raise VQFRError(f"{path}: {problem}")
-    return _load_fitting(net, sd)
+    return _load_fitting(net, sd, path)
 
 
-def _load_fitting(net: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
+def _load_fitting(net: nn.Module, sd: dict[str, torch.Tensor], path: str | os.PathLike) -> nn.Module:
     """Load every tensor whose name and shape exist in ``net`` (the non-strict path); leave the rest."""
     own = net.state_dict()
-    net.load_state_dict({k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}, strict=False)
+    fitting = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if not fitting:
+        raise VQFRError(f"{path}: none of its {len(sd)} tensors fits {type(net).__name__} (nothing was loaded)")
+    net.load_state_dict(fitting, strict=False)
     return net
 
 
@@ -156,13 +151,20 @@ def load_network(
     """Build the network a checkpoint holds and load it: returns ``(net.eval(), arch, config)``.
 
     The architecture and configuration come from the arguments, else from the checkpoint (ours
-    store them), else from the keys (released files, published configurations).
+    store them), else from the keys (released files, published configurations). A checkpoint of
+    another architecture than ``arch`` is refused by name.
     """
+    target = select_device(str(device))  # an unavailable device fails before the file is read
     ckpt = read_checkpoint(path)
     sd = state_dict_of(ckpt, path)
-    arch = arch or (ckpt.get("arch") if isinstance(ckpt.get("arch"), str) else None) or infer_arch(sd)
+    stored_arch = ckpt["arch"] if isinstance(ckpt.get("arch"), str) and ckpt["arch"] in NETWORKS else None
+    found = stored_arch or infer_arch(sd)
+    if arch is not None and found is not None and found != arch:
+        raise VQFRError(f"{path} holds {found} weights, not {arch}")
+    arch = arch or found
     if arch is None:
         raise VQFRError(f"{path}: cannot tell which network these weights belong to (not a VQGAN/VQFR checkpoint)")
+    checkpoint_face_size(ckpt, path)
     if config is None:
         stored = ckpt.get("config")
         config = stored if isinstance(stored, dict) else _published_config_for(arch, sd)
@@ -174,8 +176,22 @@ def load_network(
     elif strict:
         raise VQFRError(f"{path}: {problem}")
     else:
-        net = _load_fitting(build_network(arch, config), sd)
-    return net.to(device).eval(), arch, config
+        net = _load_fitting(build_network(arch, config), sd, path)
+    return net.to(target).eval(), arch, config
+
+
+def checkpoint_face_size(ckpt: dict[str, Any], path: str | os.PathLike = "checkpoint") -> int | None:
+    """The ``face_size`` a checkpoint says its network runs at (ours store it), None if absent.
+
+    A value that is not a positive multiple of 32 means a damaged or hand-edited file: one line.
+    """
+    value = ckpt.get("face_size")
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and value == int(value) and int(value) >= 32 and int(value) % 32 == 0):
+        raise VQFRError(f"{path}: its face_size must be a positive multiple of 32, got {value!r}")
+    return int(value)
 
 
 def _assign_weights(net: nn.Module, sd: dict[str, torch.Tensor]) -> nn.Module:
@@ -210,4 +226,4 @@ def save_checkpoint(
     if config is not None:
         obj["config"] = config
     obj.update(extra or {})
-    atomic_save(path, lambda f: torch.save(obj, f))
+    safe_save(path, obj)

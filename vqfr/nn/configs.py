@@ -9,6 +9,9 @@ few channels so tests and CPU training runs take seconds.
 from __future__ import annotations
 
 import copy
+from typing import Any
+
+from vqfr.errors import VQFRError
 
 ARCHS = ("VQGANv1", "VQGANv2", "VQFRv1", "VQFRv2")
 
@@ -143,6 +146,64 @@ def published_config(arch: str) -> dict:
     if arch not in _PUBLISHED:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     return copy.deepcopy(_PUBLISHED[arch])
+
+
+# Integer keys allowed below 1: -1 switches a k-means schedule step off, 0 means none.
+_ANY_INT = {"reestimate_maxiters", "warmup_iters"}
+_NON_NEGATIVE = {
+    "previous_offset_channel",
+    "num_enc_blocks",
+    "num_dec_blocks",
+    "encoder_num_blocks",
+    "decoder_num_blocks",
+}
+_NUMBERS = {"resolution_scale_rates"}  # lists of ints in the published files, but any positive number works
+
+
+def check_network_config(arch: str, config: Any, where: str = "config") -> None:
+    """Check the value types of a network configuration against the published one, before building.
+
+    Mappings must be mappings, flags true/false, sizes positive integers, lists lists of those;
+    keys the published configuration does not have are left to the constructor. Raises a one-line
+    :class:`~vqfr.errors.VQFRError` naming the key path (``where`` is the prefix, e.g. ``network.config``).
+    """
+    if arch not in _PUBLISHED:
+        raise VQFRError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    _check_like(config, _PUBLISHED[arch], where)
+
+
+def _check_like(value: Any, template: Any, key: str) -> None:
+    name = key.rsplit(".", 1)[-1].split("[", 1)[0]
+    if isinstance(template, dict):
+        if not isinstance(value, dict):
+            raise VQFRError(f"{key} must be a mapping, got {value!r}")
+        per_level = template and all(k.startswith("Level_") for k in template)
+        for k, v in value.items():
+            if per_level:  # one block per level: every level is checked against the published level's keys
+                _check_like(v, next(iter(template.values())), f"{key}.{k}")
+            elif k in template:
+                _check_like(v, template[k], f"{key}.{k}")
+    elif isinstance(template, list):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise VQFRError(f"{key} must be a non-empty list, got {value!r}")
+        for i, v in enumerate(value):
+            _check_like(v, 1.0 if name in _NUMBERS else template[0], f"{key}[{i}]")
+    elif isinstance(template, bool):
+        if not isinstance(value, bool):
+            raise VQFRError(f"{key} must be true or false, got {value!r}")
+    elif isinstance(template, str):
+        if not isinstance(value, str):
+            raise VQFRError(f"{key} must be a name (text), got {value!r}")
+    elif isinstance(template, int):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise VQFRError(f"{key} must be an integer, got {value!r}")
+        if name in _NON_NEGATIVE and value < 0:
+            raise VQFRError(f"{key} must be >= 0, got {value}")
+        if name not in _ANY_INT | _NON_NEGATIVE and value < 1:
+            raise VQFRError(f"{key} must be a positive integer, got {value}")
+    elif isinstance(template, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+            raise VQFRError(f"{key} must be a positive number, got {value!r}")
 
 
 def tiny_config(arch: str, num_code: int = 64, code_dim: int = 32, spatial_size: int = 2) -> dict:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
+from vqfr.nn.safe_load import safe_load
 
 # ------------------------------------------------------------------ VGG-16 and LPIPS
 
@@ -132,9 +133,9 @@ def read_state_dict(path: str | os.PathLike, what: str) -> dict:
     if not path.is_file():
         raise VQFRError(f"{what} weights not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise VQFRError(f"cannot read {what} weights {path}: {type(err).__name__}") from None
+        state = safe_load(path)
+    except VQFRError as err:
+        raise VQFRError(f"{what} weights: {err}") from None
     if not isinstance(state, dict):
         raise VQFRError(f"{what} weights {path} do not hold a state dict")
     for key in ("state_dict", "params", "model"):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vqfr.errors import VQFRError
-from vqfr.utils.atomic import atomic_save
+from vqfr.nn.safe_load import safe_load, safe_save
 
 _NAME = re.compile(r"^step_(\d{8,})\.pt$")
 
@@ -81,7 +81,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    atomic_save(path, lambda f: torch.save(state, f))
+    """Write a training state atomically (one-line error on a full or read-only disk)."""
+    safe_save(path, state)
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:
@@ -89,9 +90,9 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise VQFRError(f"resume checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - damaged, foreign or unsafe file: one message
-        raise VQFRError(f"cannot read training checkpoint {path} ({type(err).__name__})") from None
+        state = safe_load(path)
+    except VQFRError as err:
+        raise VQFRError(f"cannot resume: {err}") from None
     if not isinstance(state, dict) or "step" not in state or "nets" not in state:
         raise VQFRError(f"{path} is not a vqfr training checkpoint (exported weights cannot be resumed)")
     return state

@@ -124,7 +124,11 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise VQFRError(f"config file not found: {path}")
     try:
-        user = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        raise VQFRError(f"{path} is not a readable YAML text file (a training config is YAML)") from None
+    try:
+        user = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -211,11 +215,125 @@ def _optimizer(opt: Any, key: str) -> None:
     opt["weight_decay"] = _num(opt.get("weight_decay", 0.0), f"{key}.weight_decay", 0.0)
 
 
+# What every key must hold: one table for all blocks, checked before the ranges in validate().
+# "*" is any item of a list or any value of a mapping; a key under an absent (null) block is skipped.
+# Numbers with ranges are checked by validate() itself (it also converts YAML's "1e-4" strings).
+SCHEMA: dict[str, tuple[str, ...]] = {
+    "name": ("text", "null"),
+    "network": ("mapping",),
+    "network.arch": ("text",),
+    "network.config": ("mapping",),
+    "network.init_from_stage1": ("bool",),
+    "stage1": ("mapping", "null"),
+    "stage1.arch": ("text",),
+    "stage1.config": ("mapping",),
+    "stage1.weights": ("path", "null"),
+    "data": ("mapping",),
+    "data.train": ("mapping",),
+    "data.train.root": ("path",),
+    "data.train.size": ("integer",),
+    "data.train.hflip": ("bool",),
+    "data.train.degradation": ("mapping", "null"),
+    "data.val": ("mapping", "null"),
+    "data.val.gt": ("path",),
+    "data.val.lq": ("path", "null"),
+    "data.val.size": ("integer", "null"),
+    "data.val.degradation": ("mapping", "null", "'train'"),
+    "data.val.seed": ("integer",),
+    "data.val.max_images": ("integer", "null"),
+    "data.val.fidelity_ratio": ("number",),
+    "data.val.save_images": ("bool",),
+    "train": ("mapping",),
+    "train.optim_g": ("mapping",),
+    "train.optim_g_main": ("mapping", "null"),
+    "train.optim_d": ("mapping",),
+    "train.scheduler": ("mapping",),
+    "train.scheduler.milestones": ("list", "null"),
+    "train.amp": ("text",),
+    "train.find_unused_parameters": ("bool",),
+    "losses": ("mapping",),
+    "losses.pixel": ("mapping",),
+    "losses.pixel.*": ("number",),
+    "losses.perceptual": ("mapping", "null"),
+    "losses.perceptual.type": ("text",),
+    "losses.perceptual.weight": ("number",),
+    "losses.perceptual.style_weight": ("number",),
+    "losses.perceptual.outputs": ("list",),
+    "losses.perceptual.vgg_weights": ("path", "null"),
+    "losses.perceptual.lin_weights": ("path", "null"),
+    "losses.perceptual.mobilenet_weights": ("path", "null"),
+    "discriminators": ("list", "null"),
+    "discriminators.*": ("mapping",),
+    "discriminators.*.name": ("text",),
+    "discriminators.*.arch": ("text",),
+    "discriminators.*.config": ("mapping",),
+    "discriminators.*.loss": ("text",),
+    "discriminators.*.target": ("text",),
+    "discriminators.*.adaptive": ("list", "null"),
+    "discriminators.*.r1": ("bool",),
+    "logging": ("mapping",),
+    "logging.tensorboard": ("bool",),
+}
+
+
+def _is_number(v: Any) -> bool:
+    if isinstance(v, str):  # YAML 1.1 reads 1e-4 as a string; float() is what the trainer applies
+        try:
+            v = float(v)
+        except ValueError:
+            return False
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+_KINDS: dict[str, tuple[Any, str]] = {
+    "mapping": (lambda v: isinstance(v, dict), "a mapping"),
+    "list": (lambda v: isinstance(v, list), "a list"),
+    "bool": (lambda v: isinstance(v, bool), "true or false"),
+    "text": (lambda v: isinstance(v, str) and v != "", "a string"),
+    "path": (lambda v: isinstance(v, str) and v != "", "a path"),
+    "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (_is_number, "a number"),
+    "null": (lambda v: v is None, "null"),
+    "'train'": (lambda v: v == "train", "'train'"),
+}
+
+
+def check_types(cfg: dict) -> None:
+    """Check ``cfg`` against :data:`SCHEMA`; raise a one-line VQFRError naming the first wrong key."""
+    for pattern, kinds in SCHEMA.items():
+        for key, value in _lookup(cfg, pattern.split(".")):
+            if not any(_KINDS[k][0](value) for k in kinds):
+                wanted = " or ".join(_KINDS[k][1] for k in kinds)
+                shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+                raise VQFRError(f"config {key} must be {wanted}, got {shown}")
+
+
+def _lookup(node: Any, parts: list[str], prefix: str = "") -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every present value matching ``parts``; parents of the wrong type are skipped
+    (their own table entry reports them first)."""
+    if not parts:
+        return [(prefix, node)]
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            items = [(f"{prefix}[{i}]", v) for i, v in enumerate(node)]
+        elif isinstance(node, dict):
+            items = [(f"{prefix}.{k}", v) for k, v in node.items()]
+        else:
+            return []
+    elif isinstance(node, dict) and head in node:
+        items = [(f"{prefix}.{head}" if prefix else head, node[head])]
+    else:
+        return []
+    return [found for key, value in items for found in _lookup(value, rest, key)]
+
+
 def validate(cfg: dict) -> None:
     """Check the merged config; raise a one-line VQFRError on the first problem.
 
     Numbers that YAML left as strings (``1e-4``) are converted in place.
     """
+    check_types(cfg)
     _need(cfg["stage"] in STAGES, f"config 'stage' must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
     net = cfg["network"]
     _need(bool(net["arch"]), "config network.arch is required")
@@ -230,6 +348,11 @@ def validate(cfg: dict) -> None:
         _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
         expected = "VQGANv2" if net["arch"] == "VQFRv2" else "VQGANv1"
         _need(s1["arch"] == expected, f"{net['arch']} is trained against a {expected} stage-1 network")
+    from vqfr.nn.configs import check_network_config  # value types, before anything is built
+
+    check_network_config(net["arch"], net["config"], "config network.config")
+    if cfg["stage"] == "restoration":
+        check_network_config(cfg["stage1"]["arch"], cfg["stage1"]["config"], "config stage1.config")
     _int(cfg["seed"], "seed", 0)
     train = cfg["train"]
     _int(train["total_steps"], "train.total_steps", 1)

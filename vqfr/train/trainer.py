@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
 from vqfr.nn.quantize import L2VectorQuantizerKmeans
-from vqfr.utils.paths import blocking_file
+from vqfr.utils.paths import unwritable_reason
 
 from . import checkpointing as ckpt
 from .codebook import DeadCodeRestarter
@@ -70,12 +70,10 @@ def _adam(params, opt_cfg: dict) -> torch.optim.Adam:
 
 
 def _check_out_dir(out: Path) -> None:
-    """The output folder must be a folder or creatable as one (checked before anything is built)."""
-    blocked = blocking_file(out)
-    if blocked == out:
-        raise VQFRError(f"output folder {out} exists and is not a folder")
-    if blocked is not None:
-        raise VQFRError(f"output folder {out}: {blocked} is not a folder")
+    """The output folder must be writable, or creatable as such (checked before anything is built)."""
+    problem = unwritable_reason(out)
+    if problem is not None:
+        raise VQFRError(f"output folder {out}: {problem}")
 
 
 def _unwrap_worker_errors(loader) -> Iterator[dict]:
@@ -562,8 +560,17 @@ class Trainer:
     def fit(self, callback: Callable[[int, dict[str, Tensor]], None] | None = None) -> dict[str, Any]:
         """Train until ``total_steps`` (or ``stop_at``), a signal, or an error; returns a summary.
 
-        ``callback(step, logs)`` is called after every step with the detached loss terms.
+        ``callback(step, logs)`` is called after every step with the detached loss terms. A write
+        that fails (full or read-only disk) stops the run with a one-line VQFRError; checkpoints
+        and weights are written atomically, so the last complete ones stay usable.
         """
+        try:
+            return self._fit(callback)
+        except OSError as err:
+            what = err.filename or self.out
+            raise VQFRError(f"step {self.step}: cannot write {what}: {err.strerror or err}") from None
+
+    def _fit(self, callback: Callable[[int, dict[str, Tensor]], None] | None) -> dict[str, Any]:
         cfg, log_cfg = self.cfg, self.cfg["logging"]
         total = int(cfg["train"]["total_steps"])
         end = min(total, self.stop_at) if self.stop_at else total

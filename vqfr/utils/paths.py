@@ -22,5 +22,23 @@ def shown(path: str | os.PathLike) -> str:
 
     A newline, tab or undecodable byte in a file name would otherwise split (or crash) the line.
     """
-    text = os.fspath(path)
-    return text if text.isprintable() else repr(text)
+    from vqfr.errors import one_line  # the one escaping rule for message text
+
+    return one_line(os.fspath(path))
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (created first if missing), or None when they can.
+
+    Judged on the nearest existing path at or above ``folder``: a file in the way, or no write
+    permission there (``os.access`` also reports a read-only file system). A full disk shows only
+    when writing; callers turn that into one line too.
+    """
+    folder = Path(folder)
+    blocked = blocking_file(folder)
+    if blocked is not None:
+        return f"{blocked} exists and is not a folder"
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p == p.parent)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable"
+    return None
