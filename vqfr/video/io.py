@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from vqfr.errors import VQFRError
+from vqfr.utils.atomic import create_temp
 from vqfr.utils.paths import shown
 
 # Output containers by file extension: FFmpeg's muxer name for each.
@@ -75,13 +76,13 @@ def check_output_path(output: str | os.PathLike, input: str | os.PathLike | None
     """Refuse an output that cannot work before any slow work: same file as the input, an existing
     folder, an unknown extension, or a folder that cannot be written. Returns the output path."""
     out = Path(output).expanduser()
+    if out.is_dir():
+        raise VQFRError(f"output {shown(output)} is a folder; give a file name such as {shown(out / 'restored.mp4')}")
     if out.suffix.lower() not in CONTAINERS:
         raise VQFRError(
             f"output {shown(output)}: unknown video extension {out.suffix or '(none)'!r}; "
             f"use one of {', '.join(CONTAINERS)}"
         )
-    if out.is_dir():
-        raise VQFRError(f"output {shown(output)} is a folder; give a file name such as {shown(out / 'restored.mp4')}")
     if input is not None:
         inp = Path(input).expanduser()
         same = out.resolve() == inp.resolve()
@@ -93,8 +94,12 @@ def check_output_path(output: str | os.PathLike, input: str | os.PathLike | None
     existing = next(p for p in (parent, *parent.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
         raise VQFRError(f"output {shown(output)} cannot be created: {shown(existing)} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise VQFRError(f"output {shown(output)} cannot be written: no permission to write in {shown(existing)}")
+    try:  # a real probe: permissions, read-only mounts and pseudo file systems all show up here
+        fd, probe = create_temp(existing / out.name)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise VQFRError(f"output {shown(output)} cannot be written in {shown(existing)}: {err.strerror or err}") from None
     return out
 
 
@@ -188,6 +193,7 @@ class VideoSource:
         index = 0
         next_pts = None
         try:
+            # demux ends with an empty packet per stream, which flushes the decoder
             for packet in self.container.demux(self.video, *self.audio):
                 if packet.stream.type == "audio":
                     if packet.pts is None or packet.stream.time_base is None:
@@ -211,17 +217,6 @@ class VideoSource:
                         return
                     yield "video", self._frame(frame, index, pts, t)
                     index += 1
-            # flush the decoder
-            for frame in self.video.decode(None):
-                pts = frame.pts if frame.pts is not None else (next_pts or 0)
-                if next_pts is not None and pts < next_pts:
-                    pts = next_pts
-                next_pts = pts + 1
-                t = float(pts * tb)
-                if t < self.start - 1e-6 or (self.end is not None and t >= self.end - 1e-6):
-                    continue
-                yield "video", self._frame(frame, index, pts, t)
-                index += 1
         except av.FFmpegError as err:
             raise VQFRError(f"{shown(self.path)}: cannot decode frame {index} ({_reason(err)})") from None
 
