@@ -38,3 +38,18 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     yield start
     for proc in procs:
         proc.communicate("")
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random VQFR v2 checkpoint (64 px faces): the restore loop runs in a fraction of a second per face."""
+    import torch
+
+    from vqfr.nn.checkpoint import build_network, save_checkpoint
+    from vqfr.nn.configs import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config("VQFRv2")
+    path = tmp_path_factory.mktemp("weights") / "tiny_v2.pth"
+    save_checkpoint(path, build_network("VQFRv2", config), arch="VQFRv2", config=config, extra={"face_size": 64})
+    return path

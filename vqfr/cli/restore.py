@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> int:
     from vqfr.errors import VQFRError
-    from vqfr.face.detect import FaceDetector
     from vqfr.restore.batch import BatchOptions, run_batch
     from vqfr.restore.pipeline import FaceRestorer
     from vqfr.restore.zoo import DEFAULT_MODEL

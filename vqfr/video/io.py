@@ -89,7 +89,7 @@ def check_output_path(output: str | os.PathLike, input: str | os.PathLike | None
         if not same and out.exists() and inp.exists():
             same = os.path.samefile(out, inp)
         if same:
-            raise VQFRError(f"output {shown(output)} is the input; choose another file name so the input stays untouched")
+            raise VQFRError(f"output {shown(output)} is the input; choose another name so the input stays untouched")
     parent = out.resolve().parent
     existing = next(p for p in (parent, *parent.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
@@ -99,7 +99,8 @@ def check_output_path(output: str | os.PathLike, input: str | os.PathLike | None
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise VQFRError(f"output {shown(output)} cannot be written in {shown(existing)}: {err.strerror or err}") from None
+        reason = err.strerror or err
+        raise VQFRError(f"output {shown(output)} cannot be written in {shown(existing)}: {reason}") from None
     return out
 
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from vqfr.errors import VQFRError
-from vqfr.face.align import align_face, affine_scale
+from vqfr.face.align import affine_scale, align_face
 from vqfr.face.paste import paste_face
 from vqfr.io import check_pixel_limit
 from vqfr.utils.atomic import create_temp

@@ -9,7 +9,8 @@ rescales a little every frame. :class:`FaceTracker` removes that wobble:
 * a track missing for up to ``max_gap`` frames is bridged by linear interpolation of its landmarks
   (the detector misses a frame now and then: the face should not blink back to its unrestored self);
 * each track's five landmarks are smoothed with a centred Gaussian over ``2 * radius + 1`` frames,
-  which needs ``radius + max_gap`` frames of look-ahead (the caller buffers that many frames);
+  which needs ``radius + max_gap`` frames of look-ahead (the caller buffers that many frames); the
+  window stays symmetric (it shrinks near a track's ends), so steady motion is followed without lag;
 * a face that has not moved by more than ``still_tolerance`` of its eye distance keeps the landmarks
   it used in the previous frame exactly, so a still face gets a still alignment.
 
@@ -155,13 +156,7 @@ class FaceTracker:
             if value is None:
                 continue
             if self.radius:
-                total, acc = 0.0, np.zeros((5, 2))
-                for k, w in enumerate(self._weights):
-                    v = self._value(track, frame + k - self.radius)
-                    if v is not None:
-                        total += w
-                        acc += w * v
-                value = acc / total
+                value = self._smoothed(track, frame, value)
             if (
                 self.still_tolerance
                 and track.emitted is not None
@@ -173,6 +168,27 @@ class FaceTracker:
             out.append((track.id, value.astype(np.float32)))
         self._prune(frame)
         return out
+
+    def _smoothed(self, track: _Track, frame: int, value: np.ndarray) -> np.ndarray:
+        """Gaussian average over a window that stays symmetric: near a track's ends (or a long gap) it
+        shrinks to the frames available on both sides, so a moving face is not pulled behind or ahead."""
+        before, after = [], []
+        for k in range(1, self.radius + 1):
+            v = self._value(track, frame - k)
+            if v is None:
+                break
+            before.append(v)
+        for k in range(1, self.radius + 1):
+            v = self._value(track, frame + k)
+            if v is None:
+                break
+            after.append(v)
+        r = min(len(before), len(after))
+        if r == 0:
+            return value
+        w = self._weights[self.radius - r : self.radius + r + 1]
+        stack = np.stack([*before[:r][::-1], value, *after[:r]])
+        return np.tensordot(w / w.sum(), stack, axes=1)
 
     def _value(self, track: _Track, frame: int) -> np.ndarray | None:
         """Observed landmarks at ``frame``, or interpolated across a gap of at most ``max_gap`` frames."""
