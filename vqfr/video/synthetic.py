@@ -53,7 +53,7 @@ def make_face_clip(
     av = _av()
     rng = np.random.default_rng(seed)
     w, h = size
-    small = cv2.resize(face, (face_size, face_size), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(np.ascontiguousarray(face), (face_size, face_size), interpolation=cv2.INTER_AREA)
     yy, xx = np.mgrid[0:h, 0:w]
     background = np.stack([60 + 80 * xx / w, 90 + 40 * yy / h, 120 - 40 * xx / w], -1).astype(np.float32)
     out = av.open(str(path), "w")
