@@ -42,7 +42,6 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
         proc.communicate("")
 
 
-
 def _truncated_png(width: int, height: int, rows: int) -> bytes:
     """An RGB PNG whose header promises ``width x height`` pixels but whose (valid) image data holds ``rows`` rows."""
 
@@ -58,3 +57,18 @@ def _truncated_png(width: int, height: int, rows: int) -> bytes:
 def truncated_png() -> Callable[[int, int, int], bytes]:
     """``truncated_png(width, height, rows)``: PNG bytes whose image data stops after ``rows`` rows."""
     return _truncated_png
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random VQFR v2 checkpoint (64 px faces): the restore loop runs in a fraction of a second per face."""
+    import torch
+
+    from vqfr.nn.checkpoint import build_network, save_checkpoint
+    from vqfr.nn.configs import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config("VQFRv2")
+    path = tmp_path_factory.mktemp("weights") / "tiny_v2.pth"
+    save_checkpoint(path, build_network("VQFRv2", config), arch="VQFRv2", config=config, extra={"face_size": 64})
+    return path

@@ -8,7 +8,7 @@ import pytest
 from vqfr import __version__
 from vqfr.cli import build_parser, main
 
-SUBCOMMANDS = ("info", "restore", "train", "degrade", "evaluate")
+SUBCOMMANDS = ("info", "restore", "video", "train", "degrade", "evaluate")
 
 
 def test_version_and_help(capsys):

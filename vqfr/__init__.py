@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "FaceRestorer"]
+__all__ = ["__version__", "FaceRestorer", "VideoRestorer"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from vqfr.restore import FaceRestorer
 
         return FaceRestorer
+    if name == "VideoRestorer":
+        from vqfr.video import VideoRestorer
+
+        return VideoRestorer
     raise AttributeError(f"module 'vqfr' has no attribute {name!r}")

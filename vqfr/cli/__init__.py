@@ -12,7 +12,7 @@ from vqfr.errors import VQFRError, one_line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vqfr",
-        description="Blind face restoration with VQFR: restore faces in photos, train, evaluate.",
+        description="Blind face restoration with VQFR: restore faces in photos and videos, train, evaluate.",
     )
     parser.add_argument("--version", action="version", version=f"vqfr {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list:
     # Plain imports; each module only imports torch inside its run function so --help stays fast.
-    from vqfr.cli import degrade, evaluate, info, restore, train
+    from vqfr.cli import degrade, evaluate, info, restore, train, video
 
-    return [info, restore, train, degrade, evaluate]
+    return [info, restore, video, train, degrade, evaluate]
 
 
 def main(argv: list[str] | None = None) -> int:
