@@ -69,7 +69,6 @@ ARCFACE_R18 = StandardFile(
     sha256_prefix=None,
 )
 
-STANDARD_FILES = (LPIPS_VGG16, LPIPS_LINEAR, FID_INCEPTION, FID_FFHQ512_STATS, ARCFACE_R18)
 
 
 # (resolved path, size, mtime) -> SHA-256. An evaluation checks each weight file in the main process,

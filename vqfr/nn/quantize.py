@@ -58,8 +58,6 @@ class L2VectorQuantizer(nn.Module):
         self.beta = COMMITMENT_BETA
         self.embedding = nn.Embedding(num_code, code_dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / num_code, 1.0 / num_code)
-        self.track_usage = False
-        self.register_buffer("usage", torch.zeros(num_code, dtype=torch.long), persistent=False)
 
     def nearest(self, z: Tensor) -> Tensor:
         """Indices of the nearest codes for a (b, c, h, w) map, shaped (b, h*w)."""
@@ -75,18 +73,9 @@ class L2VectorQuantizer(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Returns (straight-through quantized map, codebook loss, indices (b, h*w))."""
         indices = self.nearest(z)
-        if self.track_usage and not self.training:
-            self.usage += torch.bincount(indices.flatten(), minlength=self.num_code)
         z_quant = self.get_feature(indices, tuple(z.shape[-2:]))
         loss = codebook_loss(z_quant, z, self.beta)
         return z + (z_quant - z).detach(), loss, indices
-
-    def usage_fraction(self) -> float:
-        """Fraction of codes used since the last :meth:`reset_usage` (while ``track_usage``)."""
-        return float((self.usage > 0).float().mean())
-
-    def reset_usage(self) -> None:
-        self.usage.zero_()
 
 
 class L2VectorQuantizerKmeans(nn.Module):

@@ -30,12 +30,6 @@ def code_index_loss(logits: Tensor, indices: Tensor) -> Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), indices.reshape(-1).long())
 
 
-def check_gan_loss(kind: str) -> str:
-    if kind not in GAN_LOSSES:
-        raise VQFRError(f"unknown GAN loss {kind!r}; use one of {', '.join(GAN_LOSSES)}")
-    return kind
-
-
 def generator_gan_loss(fake_pred: Tensor, kind: str) -> Tensor:
     """The generator's adversarial loss on D(fake)."""
     if kind == "softplus":
