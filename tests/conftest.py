@@ -58,3 +58,22 @@ def _truncated_png(width: int, height: int, rows: int) -> bytes:
 def truncated_png() -> Callable[[int, int, int], bytes]:
     """``truncated_png(width, height, rows)``: PNG bytes whose image data stops after ``rows`` rows."""
     return _truncated_png
+
+
+def _tiny_checkpoint(path: Path, arch: str) -> Path:
+    """Write a tiny random ``arch`` network (seeded, face size 64) as one of our checkpoints at ``path``."""
+    import torch
+
+    from vqfr.nn.checkpoint import build_network, save_checkpoint
+    from vqfr.nn.configs import tiny_config
+
+    torch.manual_seed(0)
+    config = tiny_config(arch)
+    save_checkpoint(path, build_network(arch, config), arch=arch, config=config, extra={"face_size": 64})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Callable[[Path, str], Path]:
+    """``tiny_checkpoint(path, arch)``: a tiny random VQFRv1/VQFRv2 checkpoint for end-to-end tests."""
+    return _tiny_checkpoint

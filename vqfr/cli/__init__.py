@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list:
     # Plain imports; each module only imports torch inside its run function so --help stays fast.
-    from vqfr.cli import degrade, evaluate, info, restore, train
+    from vqfr.cli import degrade, evaluate, info, restore, serve, train
 
-    return [info, restore, train, degrade, evaluate]
+    return [info, restore, train, degrade, evaluate, serve]
 
 
 def main(argv: list[str] | None = None) -> int:
