@@ -63,7 +63,9 @@ def build_app(
                     0.0, 1.0, value=0.5, step=0.05, label="Fidelity (0: most detail, 1: closest to the input; v2 only)"
                 )
                 upscale = gr.Slider(1.0, 4.0, value=2.0, step=0.5, label="Upscale (whole photo)")
-                aligned = gr.Checkbox(label="Photos are aligned 512x512 face crops (skip face detection)")
+                aligned = gr.Checkbox(
+                    label="Photos are aligned 512x512 face crops (skip face detection)", elem_id="vqfr-aligned"
+                )
                 run = gr.Button("Restore", variant="primary", elem_id="vqfr-restore")
                 status = gr.Markdown(elem_id="vqfr-status")
             with gr.Column(scale=2):
