@@ -226,6 +226,21 @@ def test_serve_cli_answers_then_removes_its_temporary_folder(tiny_v2, tmp_path):
     assert list(tmp.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
 
 
+def test_a_port_in_use_is_a_one_line_error(tiny_v2, tmp_path, monkeypatch):
+    pytest.importorskip("gradio", reason="gradio is not installed (pip install 'vqfr[web]')")
+    from vqfr.web import build_app, launch
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    app = build_app(model=str(tiny_v2), device="cpu", workdir=tmp_path / "requests", preload=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(VQFRError, match=f"^cannot listen on 127.0.0.1:{port} \\(in use"):
+            launch(app, port=port)
+    app.close()
+
+
 # ---------------------------------------------------------------- the page in a browser
 def _browser_or_skip() -> tuple[str, str]:
     pytest.importorskip("gradio", reason="gradio is not installed (pip install 'vqfr[web]')")

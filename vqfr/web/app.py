@@ -73,9 +73,15 @@ def build_app(
                     label="Before / after", type="filepath", interactive=False, elem_id="vqfr-slider", max_height=520
                 )
                 photos = gr.Gallery(
-                    label="Restored photos (click one to compare)", columns=6, height=160, elem_id="vqfr-photos"
+                    label="Restored photos (click one to compare)",
+                    columns=6,
+                    height=160,
+                    object_fit="contain",
+                    elem_id="vqfr-photos",
                 )
-                faces = gr.Gallery(label="Restored faces", columns=6, height=180, elem_id="vqfr-faces")
+                faces = gr.Gallery(
+                    label="Restored faces", columns=6, height=180, object_fit="contain", elem_id="vqfr-faces"
+                )
                 download = gr.File(
                     label="Download (PNG)", file_count="multiple", interactive=False, elem_id="vqfr-download"
                 )
@@ -133,8 +139,10 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860) -> str:
             theme=theme,
             css=_CSS,
         )
-    except OSError as err:
-        raise VQFRError(f"cannot listen on {host}:{port} ({one_line(str(err))}); choose another --port") from None
+    except OSError:
+        # Gradio's own text talks about its environment variables; say what to do with ours
+        why = "in use, or not an address of this machine"
+        raise VQFRError(f"cannot listen on {host}:{port} ({why}): choose another --port or --host") from None
     return f"http://{host}:{port}/"
 
 
