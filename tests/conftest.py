@@ -59,16 +59,26 @@ def truncated_png() -> Callable[[int, int, int], bytes]:
     return _truncated_png
 
 
-@pytest.fixture(scope="session")
-def tiny_v2_checkpoint(tmp_path_factory) -> Path:
-    """A tiny random VQFR v2 checkpoint (64 px faces): the restore loop runs in a fraction of a second per face."""
+def _tiny_checkpoint(path: Path, arch: str) -> Path:
+    """Write a tiny random ``arch`` network (seeded, face size 64) as one of our checkpoints at ``path``."""
     import torch
 
     from vqfr.nn.checkpoint import build_network, save_checkpoint
     from vqfr.nn.configs import tiny_config
 
     torch.manual_seed(0)
-    config = tiny_config("VQFRv2")
-    path = tmp_path_factory.mktemp("weights") / "tiny_v2.pth"
-    save_checkpoint(path, build_network("VQFRv2", config), arch="VQFRv2", config=config, extra={"face_size": 64})
+    config = tiny_config(arch)
+    save_checkpoint(path, build_network(arch, config), arch=arch, config=config, extra={"face_size": 64})
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint() -> Callable[[Path, str], Path]:
+    """``tiny_checkpoint(path, arch)``: a tiny random VQFRv1/VQFRv2 checkpoint for end-to-end tests."""
+    return _tiny_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_v2_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random VQFR v2 checkpoint (64 px faces): the restore loop runs in a fraction of a second per face."""
+    return _tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v2.pth", "VQFRv2")

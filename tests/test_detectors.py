@@ -115,28 +115,14 @@ class _FixedDetector:
         return [DetectedFace((30.0, 40.0, 130.0, 150.0), 0.75, self.landmarks.copy())]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    import torch
-
-    from vqfr.nn.checkpoint import build_network, save_checkpoint
-    from vqfr.nn.configs import tiny_config
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "tiny_v2.pth"
-    config = tiny_config("VQFRv2")
-    save_checkpoint(path, build_network("VQFRv2", config), arch="VQFRv2", config=config, extra={"face_size": 64})
-    return path
-
-
-def test_a_detector_registered_in_the_table_runs_end_to_end(tiny_checkpoint, tmp_path, monkeypatch):
+def test_a_detector_registered_in_the_table_runs_end_to_end(tiny_v2_checkpoint, tmp_path, monkeypatch):
     fixed = _FixedDetector()
     monkeypatch.setitem(DETECTORS, "fixed", DetectorEntry(lambda: fixed, "test detector"))
     image = np.random.default_rng(1).integers(0, 256, (180, 200, 3), dtype=np.uint8)
     inp, out = tmp_path / "in" / "photo.png", tmp_path / "out"
     inp.parent.mkdir()
     write_image(inp, image)
-    argv = ["restore", "-i", str(inp), "-o", str(out), "--model", str(tiny_checkpoint), "-s", "1", "-q"]
+    argv = ["restore", "-i", str(inp), "-o", str(out), "--model", str(tiny_v2_checkpoint), "-s", "1", "-q"]
     assert main([*argv, "--detector", "fixed"]) == 0
     assert fixed.calls == 1
     entry = json.loads((out / "results.json").read_text())["inputs"][0]
@@ -146,14 +132,14 @@ def test_a_detector_registered_in_the_table_runs_end_to_end(tiny_checkpoint, tmp
     assert len(list((out / "restored_faces").iterdir())) == 1
 
 
-def test_face_restorer_takes_a_name_or_an_object(tiny_checkpoint, monkeypatch):
+def test_face_restorer_takes_a_name_or_an_object(tiny_v2_checkpoint, monkeypatch):
     from vqfr.restore import FaceRestorer
 
     fixed = _FixedDetector()
     monkeypatch.setitem(DETECTORS, "fixed", DetectorEntry(lambda: fixed, "test detector"))
     image = np.full((180, 200, 3), 128, np.uint8)
     for detector in ("fixed", fixed):
-        restorer = FaceRestorer(model=str(tiny_checkpoint), device="cpu", upscale=1, detector=detector)
+        restorer = FaceRestorer(model=str(tiny_v2_checkpoint), device="cpu", upscale=1, detector=detector)
         assert restorer.detector is fixed
         result = restorer.restore(image)
         assert [f.box for f in result.faces] == [(30.0, 40.0, 130.0, 150.0)]
@@ -164,12 +150,12 @@ def test_face_restorer_takes_a_name_or_an_object(tiny_checkpoint, monkeypatch):
         FaceRestorer(model="/nonexistent.pth", device="cpu", detector=5)
 
 
-def test_the_default_detector_is_built_on_first_use(tiny_checkpoint, monkeypatch):
+def test_the_default_detector_is_built_on_first_use(tiny_v2_checkpoint, monkeypatch):
     from vqfr.restore import FaceRestorer
 
     fixed = _FixedDetector()
     monkeypatch.setitem(DETECTORS, DEFAULT_DETECTOR, DetectorEntry(lambda: fixed, "stands in for the default"))
-    restorer = FaceRestorer(model=str(tiny_checkpoint), device="cpu", upscale=1)
+    restorer = FaceRestorer(model=str(tiny_v2_checkpoint), device="cpu", upscale=1)
     assert restorer._detector is None  # aligned-only use never builds one
     assert restorer.detector is fixed
 

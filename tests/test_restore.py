@@ -46,21 +46,9 @@ def cached_detection():
         yield
 
 
-def _tiny_checkpoint(path: Path, arch: str) -> Path:
-    import torch
-
-    from vqfr.nn.checkpoint import build_network, save_checkpoint
-    from vqfr.nn.configs import tiny_config
-
-    torch.manual_seed(0)
-    config = tiny_config(arch)
-    save_checkpoint(path, build_network(arch, config), arch=arch, config=config, extra={"face_size": 64})
-    return path
-
-
 @pytest.fixture(scope="module")
-def tiny_v2(tmp_path_factory) -> Path:
-    return _tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v2.pth", "VQFRv2")
+def tiny_v2(tmp_path_factory, tiny_checkpoint) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v2.pth", "VQFRv2")
 
 
 @pytest.fixture(scope="module")
@@ -225,8 +213,8 @@ def test_bad_arguments_are_one_line_errors(restorer, tiny_v2):
 
 
 @needs_data
-def test_vqfr_v1_checkpoint_notes_that_fidelity_is_ignored(tmp_path):
-    ckpt = _tiny_checkpoint(tmp_path / "tiny_v1.pth", "VQFRv1")
+def test_vqfr_v1_checkpoint_notes_that_fidelity_is_ignored(tmp_path, tiny_checkpoint):
+    ckpt = tiny_checkpoint(tmp_path / "tiny_v1.pth", "VQFRv1")
     r = FaceRestorer(model=str(ckpt), device="cpu", fidelity=0.2)
     result = r.restore(REAL_LQ / "aligned" / "Paris_Hilton_crop.png", aligned=True, upscale=0.5)
     assert r.arch == "VQFRv1" and result.image.shape == (256, 256, 3)
