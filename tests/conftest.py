@@ -38,3 +38,32 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
     yield start
     for proc in procs:
         proc.communicate("")
+
+
+def write_tiny_checkpoint(path: Path, arch: str = "VQFRv2", seed: int = 0, noise: float = 0.05) -> Path:
+    """A tiny random ``arch`` checkpoint for 64 px faces (ours: arch, config and ``face_size`` stored).
+
+    ``noise`` is added to every weight so that every branch (main branch, deformable offsets)
+    really contributes, as in a trained network; 0 keeps the initialisation.
+    """
+    import torch
+
+    from vqfr.nn.checkpoint import build_network, save_checkpoint
+    from vqfr.nn.configs import tiny_config
+
+    torch.manual_seed(seed)
+    config = tiny_config(arch)
+    net = build_network(arch, config)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * noise)
+    save_checkpoint(path, net, arch=arch, config=config, extra={"face_size": 64})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random VQFRv2 and VQFRv1 checkpoints (64 px), written once per test session."""
+    folder = tmp_path_factory.mktemp("tiny_weights")
+    return {arch: write_tiny_checkpoint(folder / f"{arch}.pth", arch) for arch in ("VQFRv2", "VQFRv1")}
