@@ -179,7 +179,7 @@ def test_codes_are_chosen_in_fp32_under_autocast():
 
     torch.manual_seed(0)
     net = VQFRv2(**tiny_config("VQFRv2")).eval()
-    with torch.no_grad():  # a clear top-1 margin everywhere: a code's logit is 3x its feature's projection
+    with torch.no_grad():  # logits x30: clear top-1 margins, so a rounded logit would show as a changed value
         net.feat2index[1].weight.mul_(30)
     enc = torch.randn(2, 32, 2, 2)
     with torch.inference_mode():

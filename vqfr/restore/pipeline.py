@@ -26,7 +26,14 @@ from vqfr.face.detect import DetectedFace, center_face
 from vqfr.face.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from vqfr.face.paste import paste_face
 from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
-from vqfr.restore.runtime import FaceRuntime, check_batch_size, check_fidelity, check_number, resize_square
+from vqfr.restore.runtime import (
+    DEFAULT_FIDELITY,
+    FaceRuntime,
+    check_batch_size,
+    check_fidelity,
+    check_number,
+    resize_square,
+)
 from vqfr.restore.zoo import DEFAULT_MODEL
 from vqfr.utils.device import select_device
 
@@ -34,7 +41,6 @@ if TYPE_CHECKING:
     import torch
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
-DEFAULT_FIDELITY = 0.5
 MAX_UPSCALE = 8.0
 
 # (rgb uint8 H x W x 3, scale) -> upscaled rgb uint8. Real-ESRGAN fits through vqfr.restore.background.

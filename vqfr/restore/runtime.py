@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnxruntime")
 DEFAULT_FACE_SIZE = 512  # the FFHQ crop size the released networks take
+DEFAULT_FIDELITY = 0.5
 ONNX_OPSET = 17  # GridSample needs >= 16
 ONNX_SUFFIX = ".onnx"
 
@@ -313,7 +314,7 @@ class FaceRuntime:
         return out["main_dec"].float()
 
     def restore_crops(
-        self, crops: list[np.ndarray], fidelity: float = 0.5, out_size: int | None = None
+        self, crops: list[np.ndarray], fidelity: float = DEFAULT_FIDELITY, out_size: int | None = None
     ) -> list[np.ndarray]:
         """Restore aligned RGB uint8 crops (any square-ish size; resized to the network's size).
 
@@ -339,7 +340,7 @@ class FaceRuntime:
     def warm_up(self) -> None:
         """One forward pass on a full batch of gray faces (allocations, kernel choices, lazy set-up)."""
         gray = np.full((self.face_size, self.face_size, 3), 128, np.uint8)
-        self.restore_crops([gray] * self.batch_size, fidelity=0.5)
+        self.restore_crops([gray] * self.batch_size, fidelity=DEFAULT_FIDELITY)
 
     def describe(self) -> str:
         """One line for logs: model, backend, device, precision and batch size."""
