@@ -17,6 +17,7 @@ so a busy machine slows all of them alike; the ratios are what to compare.
 
     python benchmarks/bench_runtime.py                        # published size, CPU
     python benchmarks/bench_runtime.py --sections accuracy --small
+    python benchmarks/bench_runtime.py --checkpoint weights.pth   # trained VQFRv2 weights instead of random
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import torch
 
 from vqfr.nn.checkpoint import build_network, save_checkpoint
 from vqfr.nn.configs import published_config, tiny_config
-from vqfr.restore.runtime import FaceRuntime, export_onnx
+from vqfr.restore.runtime import DEFAULT_FACE_SIZE, FaceRuntime, export_onnx, peek_metadata
 from vqfr.utils.image_tensor import tensor_to_uint8
 
 FACES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_lq" / "aligned"
@@ -180,18 +181,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="accuracy,precision,batch,onnx")
     parser.add_argument("--small", action="store_true", help="timing sections on the tiny net (64 px) only")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="a VQFRv2 checkpoint (Predict mode) to measure")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         small_path, small_size = make_checkpoint(folder, small=True)
-        path, size = (small_path, small_size) if args.small else make_checkpoint(folder, small=False)
+        if args.checkpoint:
+            path, size = args.checkpoint, int(peek_metadata(args.checkpoint).get("face_size") or DEFAULT_FACE_SIZE)
+        else:
+            path, size = (small_path, small_size) if args.small else make_checkpoint(folder, small=False)
         cpu = torch.backends.cpu.get_cpu_capability()
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU {cpu}")
         if "accuracy" in sections:
             if not args.small:
-                accuracy(path, size, "random published-size VQFRv2")
+                accuracy(path, size, str(args.checkpoint) if args.checkpoint else "random published-size VQFRv2")
             accuracy(small_path, small_size, "small random VQFRv2")
         if "precision" in sections:
             precision_speed(path, size, args.repeats)
