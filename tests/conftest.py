@@ -59,26 +59,42 @@ def truncated_png() -> Callable[[int, int, int], bytes]:
     return _truncated_png
 
 
-def _tiny_checkpoint(path: Path, arch: str) -> Path:
-    """Write a tiny random ``arch`` network (seeded, face size 64) as one of our checkpoints at ``path``."""
+def write_tiny_checkpoint(path: Path, arch: str = "VQFRv2", seed: int = 0, noise: float = 0.0) -> Path:
+    """A tiny random ``arch`` checkpoint for 64 px faces (ours: arch, config and ``face_size`` stored).
+
+    ``noise`` is added to every weight so that every branch (main branch, deformable offsets)
+    really contributes, as in a trained network; 0 (the default) keeps the initialisation.
+    """
     import torch
 
     from vqfr.nn.checkpoint import build_network, save_checkpoint
     from vqfr.nn.configs import tiny_config
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     config = tiny_config(arch)
-    save_checkpoint(path, build_network(arch, config), arch=arch, config=config, extra={"face_size": 64})
+    net = build_network(arch, config)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * noise)
+    save_checkpoint(path, net, arch=arch, config=config, extra={"face_size": 64})
     return path
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Callable[[Path, str], Path]:
     """``tiny_checkpoint(path, arch)``: a tiny random VQFRv1/VQFRv2 checkpoint for end-to-end tests."""
-    return _tiny_checkpoint
+    return write_tiny_checkpoint
 
 
 @pytest.fixture(scope="session")
 def tiny_v2_checkpoint(tmp_path_factory) -> Path:
     """A tiny random VQFR v2 checkpoint (64 px faces): the restore loop runs in a fraction of a second per face."""
-    return _tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v2.pth", "VQFRv2")
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("weights") / "tiny_v2.pth", "VQFRv2")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
+    """Tiny VQFRv2 and VQFRv1 checkpoints (64 px) with noisy weights, so every branch contributes."""
+    folder = tmp_path_factory.mktemp("tiny_weights")
+    return {a: write_tiny_checkpoint(folder / f"{a}.pth", a, noise=0.05) for a in ("VQFRv2", "VQFRv1")}

@@ -23,9 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _subcommands() -> list:
     # Plain imports; each module only imports torch inside its run function so --help stays fast.
-    from vqfr.cli import degrade, evaluate, info, restore, serve, train, video
+    from vqfr.cli import degrade, evaluate, export, info, restore, serve, train, video
 
-    return [info, restore, video, serve, train, degrade, evaluate]
+    return [info, restore, video, serve, train, degrade, evaluate, export]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="VQFR_v2 (default), VQFR_v1, or the path of a checkpoint (its network is read from the file)",
+        help="VQFR_v2 (default), VQFR_v1, the path of a checkpoint (its network is read from the file), "
+        "or with --backend onnxruntime an .onnx file",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
     p.add_argument(
@@ -42,9 +43,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--upscale", "-s", type=float, default=2.0, metavar="S", help="final scale of the whole image (default 2)"
     )
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--half", action="store_true", help="float16 inference on CUDA (faster, less memory)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="number format of the decoders: auto (default) = bf16 on CPUs with native bf16 and on GPUs that "
+        "have it, fp16 on other GPUs, fp32 elsewhere; codes are always chosen in fp32",
+    )
+    p.add_argument("--half", action="store_true", help=argparse.SUPPRESS)  # deprecated: --precision fp16
+    p.add_argument(
+        "--backend",
+        default="torch",
+        choices=["torch", "onnxruntime"],
+        help="torch (default), or onnxruntime on the CPU (--model may then be an .onnx file from vqfr export)",
+    )
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the image centre")
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="faces per forward pass (default 4)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="faces per forward pass (default: 1 on a CPU, 4 on a GPU)",
+    )
     p.add_argument(
         "--ext",
         default="auto",
@@ -115,20 +135,27 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
     from vqfr.restore.batch import BatchOptions, run_batch
     from vqfr.restore.pipeline import FaceRestorer
     from vqfr.restore.zoo import DEFAULT_MODEL
+    from vqfr.utils.device import select_device
     from vqfr.utils.paths import shown
 
+    precision = args.precision
+    if args.half:
+        say("note: --half is deprecated; use --precision fp16")
+        if precision == "auto":
+            precision = "fp16" if select_device(args.device).type == "cuda" else "auto"
     bg = None
     if args.bg_upsampler == "realesrgan":
         if not args.bg_weights:
             raise VQFRError("--bg-upsampler realesrgan needs --bg-weights PATH (e.g. RealESRGAN_x2plus.pth)")
         from vqfr.restore.background import RealESRGANUpsampler
 
-        bg = RealESRGANUpsampler(args.bg_weights, device=args.device, half=args.half)
+        bg = RealESRGANUpsampler(args.bg_weights, device=args.device, half=precision == "fp16")
     restorer = FaceRestorer(
         model=args.model or DEFAULT_MODEL,
         weights=args.weights,
         device=args.device,
-        half=args.half,
+        precision=precision,
+        backend=args.backend,
         upscale=args.upscale,
         fidelity=args.fidelity,
         batch_size=args.batch_size,
@@ -142,7 +169,7 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
     )
     for note in restorer.notes:
         say(f"note: {note}")
-    say(f"model {restorer.model_name} ({restorer.arch}) on {restorer.device}; {len(inputs.files)} input(s)")
+    say(f"{restorer.runtime.describe()}; {len(inputs.files)} input(s)")
     options = BatchOptions(aligned=args.aligned, ext=args.ext, suffix=args.suffix)
     progress = not args.quiet and sys.stderr.isatty()
     report = run_batch(

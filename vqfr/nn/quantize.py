@@ -12,12 +12,21 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from vqfr.nn.precision import full_precision
+
 COMMITMENT_BETA = 0.25
 
 
 def squared_distances(z: Tensor, codebook: Tensor) -> Tensor:
-    """``|z|^2 + |e|^2 - 2 z.e`` for rows of ``z`` (n, d) against codes (k, d) -> (n, k)."""
-    return (z**2).sum(dim=1, keepdim=True) + (codebook**2).sum(dim=1) - 2 * z @ codebook.t()
+    """``|z|^2 + |e|^2 - 2 z.e`` for rows of ``z`` (n, d) against codes (k, d) -> (n, k).
+
+    At least float32, autocast off: these distances pick codes, and the difference of two large
+    squared norms loses everything to bfloat16/float16 rounding.
+    """
+    dtype = torch.promote_types(torch.promote_types(z.dtype, codebook.dtype), torch.float32)
+    with full_precision(z):
+        z, codebook = z.to(dtype), codebook.to(dtype)
+        return (z**2).sum(dim=1, keepdim=True) + (codebook**2).sum(dim=1) - 2 * z @ codebook.t()
 
 
 def codebook_loss(z_quant: Tensor, z: Tensor, beta: float = COMMITMENT_BETA) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from vqfr.nn.init import freeze_matching, init_weights
 from vqfr.nn.layers import ResnetBlockV1, UpDownSample, group_norm
+from vqfr.nn.precision import to_dtype_of
 from vqfr.nn.quantize import GeneralizedQuantizer
 from vqfr.nn.vqgan_v1 import DecoderV1, EncoderV1, level_channels
 from vqfr.nn.warping import TextureWarpingModule, upsample_offset
@@ -122,13 +123,15 @@ class VQFRv1(nn.Module):
     def forward(
         self, x_lq: Tensor, iters: int = -1, return_keys: Sequence[str] = ("dec",), fidelity_ratio: None = None
     ) -> dict[str, Tensor]:
-        inpfeat = self.inpfeat_extraction(x_lq)
-        quant, _, info = self.quantizer(self.encoder(x_lq), iters=iters)
+        # Each part runs in the dtype of its weights (see vqfr.nn.precision); all float32 in training.
+        inpfeat = self.inpfeat_extraction(to_dtype_of(x_lq, self.inpfeat_extraction))
+        quant, _, info = self.quantizer(self.encoder(to_dtype_of(x_lq, self.encoder)), iters=iters)
         res: dict = {}
         if "feat_dict" in return_keys:
             res["feat_dict"] = info
         if "dec" in return_keys:
-            dec, feats = self.decoder(quant, return_feat=True)
+            dec, feats = self.decoder({k: to_dtype_of(v, self.decoder) for k, v in quant.items()}, return_feat=True)
             res["dec"] = dec
-            res["main_dec"] = self.main_decoder(feats, inpfeat, x_lq)
+            main = self.main_decoder
+            res["main_dec"] = main(feats, to_dtype_of(inpfeat, main), to_dtype_of(x_lq, main))
         return res

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from vqfr.nn.init import init_weights
+from vqfr.nn.precision import full_precision, to_dtype_of
 from vqfr.nn.quantize import L2VectorQuantizer
 from vqfr.nn.vqgan_v2 import Decoder, Encoder
 from vqfr.nn.warping import MainDecoder
@@ -57,28 +58,36 @@ class VQFRv2(nn.Module):
         return self.decoder.conv_out[-1].weight
 
     def select_codes(self, enc_feat: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Quantized feature for the encoding, and the code logits in ``Predict`` mode."""
-        if self.feat2index is None:
-            quant_feat, _, _ = self.quantizer(enc_feat)
-            return quant_feat, None
-        b, c, h, w = enc_feat.shape
-        logits = self.feat2index(enc_feat.permute(0, 2, 3, 1).reshape(b, h * w, c))
-        return self.quantizer.get_feature(logits.argmax(dim=-1), (h, w)), logits
+        """Quantized feature for the encoding, and the code logits in ``Predict`` mode.
 
-    def forward(self, x_lq: Tensor, fidelity_ratio: float = 1.0) -> dict[str, Tensor]:
-        enc_feat = self.encoder(x_lq)
+        In the head's dtype (float32 unless the whole network was cast) with autocast off: the head,
+        the distances and the argmax decide discrete codes, and a rounded logit would pick a
+        different code where two are close.
+        """
+        with full_precision(enc_feat):
+            if self.feat2index is None:
+                quant_feat, _, _ = self.quantizer(enc_feat)  # distances in at least float32
+                return quant_feat, None
+            enc_feat = to_dtype_of(enc_feat, self.feat2index)
+            b, c, h, w = enc_feat.shape
+            logits = self.feat2index(enc_feat.permute(0, 2, 3, 1).reshape(b, h * w, c))
+            return self.quantizer.get_feature(logits.argmax(dim=-1), (h, w)), logits
+
+    def forward(self, x_lq: Tensor, fidelity_ratio: float | Tensor = 1.0) -> dict[str, Tensor]:
+        """``fidelity_ratio`` may be a tensor (ONNX export): then the main branch always runs."""
+        enc_feat = self.encoder(to_dtype_of(x_lq, self.encoder))
         res = {"enc_feat": enc_feat}
         quant_feat, logits = self.select_codes(enc_feat)
         if logits is not None:
             res["quant_logit"] = logits
         with torch.no_grad():  # the texture branch is frozen in stage 2
-            texture_dec, feats = self.decoder(quant_feat, return_feat=True)
+            texture_dec, feats = self.decoder(to_dtype_of(quant_feat, self.decoder), return_feat=True)
         res["texture_dec"] = texture_dec
-        if fidelity_ratio == 0:
+        if not isinstance(fidelity_ratio, Tensor) and fidelity_ratio == 0:
             # feats['Level_1'] + 0 * x == feats['Level_1']: skip the main branch entirely.
             res["main_dec"] = texture_dec
             return res
-        inp_feat = self.inpfeat_extraction(x_lq)
-        main_feat = self.main_branch(feats, inp_feat, fidelity_ratio=fidelity_ratio)
-        res["main_dec"] = self.decoder.conv_out(main_feat)
+        inp_feat = self.inpfeat_extraction(to_dtype_of(x_lq, self.inpfeat_extraction))
+        main_feat = self.main_branch(feats, to_dtype_of(inp_feat, self.main_branch), fidelity_ratio=fidelity_ratio)
+        res["main_dec"] = self.decoder.conv_out(to_dtype_of(main_feat, self.decoder.conv_out))
         return res

@@ -2,19 +2,19 @@
 
 The network sees each face as a 512x512 FFHQ-aligned RGB crop in [-1, 1]; everything else
 (detection, alignment, background, paste-back, gray/alpha/16-bit handling) is plain image
-processing around it. Images are handled one at a time; the faces of an image go through the
-network ``batch_size`` at a time.
+processing around it. Images are handled one at a time; the network itself (weights, device,
+precision, batch size, backend) is a :class:`~vqfr.restore.runtime.FaceRuntime`, which puts the
+faces of an image through the network ``batch_size`` at a time.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
@@ -26,15 +26,21 @@ from vqfr.face.detect import DetectedFace, center_face
 from vqfr.face.detectors import DEFAULT_DETECTOR, Detector, make_detector
 from vqfr.face.paste import paste_face
 from vqfr.io import DEFAULT_MAX_PIXELS, LoadedImage, check_pixel_limit, read_image, to_uint8
-from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights
+from vqfr.restore.runtime import (
+    DEFAULT_FIDELITY,
+    FaceRuntime,
+    check_batch_size,
+    check_fidelity,
+    check_number,
+    resize_square,
+)
+from vqfr.restore.zoo import DEFAULT_MODEL
 from vqfr.utils.device import select_device
-from vqfr.utils.image_tensor import tensor_to_uint8
 
 if TYPE_CHECKING:
     import torch
 
 CROP_SIZE = 512  # faces are aligned, saved and pasted at the FFHQ size
-DEFAULT_FIDELITY = 0.5
 MAX_UPSCALE = 8.0
 
 # (rgb uint8 H x W x 3, scale) -> upscaled rgb uint8. Real-ESRGAN fits through vqfr.restore.background.
@@ -100,17 +106,6 @@ def as_loaded_image(image) -> LoadedImage:
     raise VQFRError(f"image array must be H x W, H x W x 3 (RGB) or H x W x 4 (RGBA), got shape {arr.shape}")
 
 
-def _peek_metadata(path: Path) -> dict:
-    """Top-level non-tensor entries of a checkpoint (e.g. ``face_size``) without reading the weights."""
-    import torch
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
-        return {}
-    return {k: v for k, v in obj.items() if isinstance(v, (int, float, str))} if isinstance(obj, dict) else {}
-
-
 class FaceRestorer:
     """Restore the faces in photos with a VQFR network.
 
@@ -118,12 +113,13 @@ class FaceRestorer:
         model: zoo name (``VQFR_v2``, ``VQFR_v1``) or a checkpoint path (ours store arch + config).
         weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a ``torch.device``).
-        half: float16 autocast on CUDA (ignored elsewhere, with a note).
+        half: deprecated, use ``precision="fp16"``: float16 on CUDA (ignored elsewhere, with a note).
         upscale: final scale of the whole image (the background is resized with Lanczos, or by
             ``bg_upsampler``); faces are pasted back at that scale.
         fidelity: VQFR v2's fidelity ratio, 0 = most detail from the codebook, 1 = closest to the input
             (default 0.5); VQFR v1 has no such control and ignores it.
-        batch_size: faces per forward pass.
+        batch_size: faces per forward pass; None: the device's default (1 on a CPU, see
+            :data:`vqfr.restore.runtime.DEFAULT_BATCH_SIZE`).
         only_center_face: restore just the face nearest the image centre.
         min_eye_distance: faces whose eyes are closer than this (input pixels) are skipped and reported.
         detector: a name from ``vqfr.face.detectors.DETECTORS`` (``dlib-hog``, ``dlib-cnn``, ``mtcnn``; built
@@ -133,6 +129,11 @@ class FaceRestorer:
         max_pixels: refuse inputs (and outputs) larger than this many pixels; None disables the check.
         face_size: network input size; default: ``face_size`` stored in the checkpoint, else 512.
         download: allow downloading released weights that are not on this machine.
+        precision: ``auto`` (default), ``fp32``, ``bf16`` or ``fp16`` (see :class:`FaceRuntime`).
+        backend: ``torch`` (default) or ``onnxruntime`` (``model`` may then be an ``.onnx`` file).
+        runtime: an existing :class:`FaceRuntime` to share (e.g. with a video or web front end);
+            ``model``, ``weights``, ``device``, ``half``, ``precision``, ``batch_size``, ``backend``,
+            ``face_size`` and ``download`` are then not used.
     """
 
     def __init__(
@@ -143,7 +144,7 @@ class FaceRestorer:
         half: bool = False,
         upscale: float = 2.0,
         fidelity: float | None = None,
-        batch_size: int = 4,
+        batch_size: int | None = None,
         only_center_face: bool = False,
         min_eye_distance: float = 8.0,
         detector: Detector | str | None = None,
@@ -152,28 +153,22 @@ class FaceRestorer:
         face_size: int | None = None,
         download: bool = True,
         progress: bool = True,
+        precision: str = "auto",
+        backend: str = "torch",
+        runtime: FaceRuntime | None = None,
     ):
-        import torch
-
-        from vqfr.nn.checkpoint import load_network
-
         self.upscale = _check_upscale(upscale)
-        self.fidelity = DEFAULT_FIDELITY if fidelity is None else _check_fidelity(fidelity)
+        self.fidelity = DEFAULT_FIDELITY if fidelity is None else check_fidelity(fidelity)
         self._fidelity_given = fidelity is not None
-        if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size < 1:
-            raise VQFRError(f"batch size must be a whole number of at least 1, got {batch_size!r}")
-        self.batch_size = int(batch_size)
+        if batch_size is not None:
+            check_batch_size(batch_size)
         self.only_center_face = bool(only_center_face)
-        if not _number(min_eye_distance, "minimum eye distance") >= 0:  # also rejects NaN
+        if not check_number(min_eye_distance, "minimum eye distance") >= 0:  # also rejects NaN
             raise VQFRError(f"minimum eye distance must be >= 0 pixels, got {min_eye_distance}")
         self.min_eye_distance = float(min_eye_distance)
         self.bg_upsampler = bg_upsampler
         self.max_pixels = max_pixels
         self.notes: list[str] = []
-        self.device = select_device(device)
-        self.half = bool(half) and self.device.type == "cuda"
-        if half and not self.half:
-            self.notes.append(f"--half ignored: float16 is only used on CUDA (running on {self.device.type})")
 
         # the detector first: a missing detector model fails before the slow network load
         if isinstance(detector, str):
@@ -181,19 +176,50 @@ class FaceRestorer:
         elif detector is not None and not callable(getattr(detector, "detect", None)):
             kind = type(detector).__name__
             raise VQFRError(f"detector must be a detector name or have a detect(image) method, got {kind}")
-        resolved = resolve_weights(str(model), weights, download=download, progress=progress)
-        self.weights_path: Path = resolved.path
-        self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
-        arch = resolved.model.arch if resolved.model else None
-        meta = _peek_metadata(resolved.path)
-        self.net, self.arch, self.config = load_network(resolved.path, arch=arch, device=self.device)
-        if self.arch not in ("VQFRv1", "VQFRv2"):
-            raise VQFRError(f"{resolved.path} holds a {self.arch}, not a VQFR restoration network")
-        self.face_size = int(face_size or meta.get("face_size") or CROP_SIZE)
-        if self.face_size % 32 or self.face_size < 32:
-            raise VQFRError(f"face size must be a multiple of 32, got {self.face_size}")
+        if runtime is None:
+            if half:
+                warnings.warn("FaceRestorer(half=True) is deprecated: use precision='fp16'", DeprecationWarning, 2)
+                device = select_device(device)
+                if device.type == "cuda":
+                    precision = "fp16"
+                else:
+                    self.notes.append(f"--half ignored: float16 is only used on CUDA (running on {device.type})")
+            runtime = FaceRuntime(
+                model,
+                weights,
+                device=device,
+                precision=precision,
+                batch_size=batch_size,
+                backend=backend,
+                face_size=face_size,
+                download=download,
+                progress=progress,
+            )
+        elif batch_size is not None:
+            runtime.batch_size = check_batch_size(batch_size)
+        self.runtime = runtime
+        self.notes += runtime.notes
         self._detector = detector
-        self._torch = torch
+
+    # ------------------------------------------------------------------ the runtime's settings
+    net = property(lambda self: self.runtime.net, doc="the PyTorch network (None with the onnxruntime backend)")
+    arch = property(lambda self: self.runtime.arch, doc="``VQFRv2`` or ``VQFRv1``")
+    config = property(lambda self: self.runtime.config)
+    device = property(lambda self: self.runtime.device)
+    precision = property(lambda self: self.runtime.precision, doc="``fp32``, ``bf16`` or ``fp16`` as run")
+    backend = property(lambda self: self.runtime.backend)
+    face_size = property(lambda self: self.runtime.face_size, doc="the network's input size")
+    model_name = property(lambda self: self.runtime.model_name)
+    weights_path = property(lambda self: self.runtime.weights_path)
+    half = property(lambda self: self.runtime.precision == "fp16", doc="deprecated: ``precision == 'fp16'``")
+
+    @property
+    def batch_size(self) -> int:
+        return self.runtime.batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self.runtime.batch_size = check_batch_size(value)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -220,7 +246,7 @@ class FaceRestorer:
             image = read_image(image, max_pixels=self.max_pixels)
             timings["read"] = time.perf_counter() - start
         img = as_loaded_image(image)
-        fidelity = self.fidelity if fidelity is None else _check_fidelity(fidelity)
+        fidelity = self.fidelity if fidelity is None else check_fidelity(fidelity)
         scale = self.upscale if upscale is None else _check_upscale(upscale)
         center = self.only_center_face if only_center_face is None else bool(only_center_face)
         w, h = img.size
@@ -243,26 +269,9 @@ class FaceRestorer:
         return result
 
     def restore_crops(self, crops: list[np.ndarray], fidelity: float | None = None) -> list[np.ndarray]:
-        """Run the network on aligned 512x512 RGB uint8 crops; returns restored crops of the same size."""
-        fidelity = self.fidelity if fidelity is None else _check_fidelity(fidelity)
-        for i, crop in enumerate(crops):
-            if not (isinstance(crop, np.ndarray) and crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3):
-                got = f"shape {crop.shape} {crop.dtype}" if isinstance(crop, np.ndarray) else type(crop).__name__
-                raise VQFRError(f"restore_crops takes a list of H x W x 3 RGB uint8 arrays; crop {i} is {got}")
-            if min(crop.shape[:2]) < 1:
-                raise VQFRError(f"restore_crops: crop {i} is empty (shape {crop.shape})")
-        torch = self._torch
-        out: list[np.ndarray] = []
-        size = self.face_size
-        for i in range(0, len(crops), self.batch_size):
-            batch = [_resize_square(c, size) for c in crops[i : i + self.batch_size]]
-            x = torch.from_numpy(np.stack(batch)).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
-            with torch.inference_mode():
-                with torch.autocast("cuda", dtype=torch.float16, enabled=self.half):
-                    y = self.net(x, fidelity_ratio=fidelity) if self.arch == "VQFRv2" else self.net(x)
-                out.extend(_resize_square(face, CROP_SIZE) for face in tensor_to_uint8(y["main_dec"]))
-        return out
+        """Run the network on aligned RGB uint8 crops (512x512); returns restored 512x512 crops."""
+        fidelity = self.fidelity if fidelity is None else fidelity
+        return self.runtime.restore_crops(crops, fidelity, out_size=CROP_SIZE)
 
     # ------------------------------------------------------------------ internals
     def _restore_whole(self, img, rgb8, fidelity, scale, out_size, center, notes, timings) -> RestoreResult:
@@ -308,7 +317,7 @@ class FaceRestorer:
         w, h = img.size
         if (w, h) != (CROP_SIZE, CROP_SIZE):
             notes.append(f"aligned input is {w}x{h}; resized to {CROP_SIZE}x{CROP_SIZE} for the network")
-        crop = _resize_square(rgb8, CROP_SIZE) if (w, h) != (CROP_SIZE, CROP_SIZE) else rgb8
+        crop = resize_square(rgb8, CROP_SIZE)
         t = time.perf_counter()
         restored = self.restore_crops([crop], fidelity)[0]
         timings["restore"] = time.perf_counter() - t
@@ -354,28 +363,8 @@ def _interp(src_w: int, out_size) -> int:
     return cv2.INTER_AREA if out_size[0] < src_w else cv2.INTER_LANCZOS4
 
 
-def _resize_square(img: np.ndarray, size: int) -> np.ndarray:
-    if img.shape[0] == size and img.shape[1] == size:
-        return img
-    return cv2.resize(img, (size, size), interpolation=_interp(img.shape[1], (size, size)))
-
-
-def _number(value, name: str) -> float:
-    """``value`` as a float when it is a real number (not a bool, string or None); else a one-line error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise VQFRError(f"{name} must be a number, got {value!r}")
-    return float(value)
-
-
 def _check_upscale(value: float) -> float:
-    value = _number(value, "upscale")
+    value = check_number(value, "upscale")
     if not (math.isfinite(value) and 0 < value <= MAX_UPSCALE):
         raise VQFRError(f"upscale must be in (0, {MAX_UPSCALE:g}], got {value:g}")
-    return value
-
-
-def _check_fidelity(value: float) -> float:
-    value = _number(value, "fidelity")
-    if not (0.0 <= value <= 1.0):
-        raise VQFRError(f"fidelity must be in [0, 1], got {value:g}")
     return value

@@ -1,0 +1,75 @@
+"""``vqfr export``: write a restoration network as an ONNX model (for onnxruntime and other engines)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a restoration network to ONNX",
+        description=(
+            "Write MODEL (a zoo name or a checkpoint) as an ONNX graph: input 'image' (N x 3 x S x S, float32 "
+            "in [-1, 1], any batch size N), for VQFR v2 input 'fidelity' (a float32 scalar in [0, 1]), "
+            "output 'restored' (N x 3 x S x S). Run it with `vqfr restore --backend onnxruntime --model OUT.onnx`."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL", help="VQFR_v2, VQFR_v1, or the path of a checkpoint")
+    p.add_argument("output", metavar="OUT.onnx", help="the file to write (replaced if it exists)")
+    p.add_argument("--format", default="onnx", choices=["onnx"], help="export format (default onnx)")
+    p.add_argument("--weights", default=None, metavar="PATH", help="weights file for MODEL (no lookup, no download)")
+    p.add_argument(
+        "--face-size", type=int, default=None, metavar="S", help="input size (default: from the checkpoint, else 512)"
+    )
+    p.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset, at least 16 (default 17)")
+    p.add_argument("--no-download", action="store_true", help="never download weights (fail with where to put them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from vqfr.errors import VQFRError
+    from vqfr.utils.atomic import create_temp
+    from vqfr.utils.paths import blocking_file, shown
+
+    out = Path(args.output).expanduser()
+    if out.suffix.lower() != ".onnx":
+        raise VQFRError(f"output {shown(out)} must end in .onnx")
+    if out.is_dir():
+        raise VQFRError(f"output {shown(out)} is a folder; give a file name ending in .onnx")
+    if args.opset < 16:
+        raise VQFRError(f"--opset {args.opset}: ONNX has GridSample (the deformable convolution) from opset 16 on")
+    blocked = blocking_file(out.parent)
+    if blocked is not None:
+        raise VQFRError(f"cannot write {shown(out)}: {shown(blocked)} is a file")
+    try:  # writable? find out before loading and tracing the network
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = create_temp(out)
+        os.close(fd)
+        tmp.unlink()
+    except OSError as err:
+        raise VQFRError(f"cannot write {shown(out)} ({err.strerror or err})") from None
+
+    from vqfr.nn.checkpoint import load_network
+    from vqfr.restore.runtime import DEFAULT_FACE_SIZE, export_onnx, peek_metadata
+    from vqfr.restore.zoo import resolve_weights
+
+    start = time.perf_counter()
+    resolved = resolve_weights(args.model, args.weights, download=not args.no_download, progress=not args.quiet)
+    size = args.face_size or peek_metadata(resolved.path).get("face_size") or DEFAULT_FACE_SIZE
+    net, arch, _ = load_network(resolved.path, arch=resolved.model.arch if resolved.model else None)
+    export_onnx(net, arch, out, int(size), opset=args.opset, metadata={"source": resolved.path.name})
+    if not args.quiet:
+        mib = out.stat().st_size / 2**20
+        print(
+            f"wrote {shown(out)} ({arch}, {size} px, opset {args.opset}, {mib:.1f} MiB) "
+            f"in {time.perf_counter() - start:.1f}s",
+            file=sys.stderr,
+        )
+    return 0

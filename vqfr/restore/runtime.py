@@ -1,0 +1,469 @@
+"""``FaceRuntime``: a restoration network loaded once, turning aligned face crops into restored crops.
+
+The runtime owns everything about running the network: which weights, the device, the numeric
+precision, how many faces go through one forward pass, the backend (PyTorch or an ONNX file run
+by onnxruntime) and warm-up. It knows nothing about photos: detection, alignment, paste-back and
+outputs live in :class:`~vqfr.restore.pipeline.FaceRestorer` (and the video and web front ends),
+which all use this class.
+
+Precision: ``fp32``, ``bf16`` or ``fp16`` (``auto`` picks per device, see :func:`resolve_precision`).
+Reduced precision applies to the texture decoder and the main branch only; the encoder and the
+code selection always run in float32, so the chosen codes are exactly those of a float32 run and
+only the decoding is rounded (see ``docs/restore.md`` for the measured effect).
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from vqfr import __version__
+from vqfr.errors import VQFRError
+from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights, vqfr_home
+from vqfr.utils.device import select_device
+from vqfr.utils.paths import shown
+
+if TYPE_CHECKING:
+    import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+BACKENDS = ("torch", "onnxruntime")
+DEFAULT_FACE_SIZE = 512  # the FFHQ crop size the released networks take
+DEFAULT_FIDELITY = 0.5
+ONNX_OPSET = 17  # GridSample needs >= 16
+ONNX_SUFFIX = ".onnx"
+
+# Faces per forward pass when --batch-size is not given. Measured with benchmarks/bench_runtime.py
+# (docs/restore.md): on a 2-core CPU, per-face time is flat or worse above batch 1 (bigger
+# activations leave the cache), so the CPU runs one face at a time; GPUs keep the former default.
+DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4, "mps": 4}
+
+
+@dataclass(frozen=True)
+class _Arch:
+    """What the runtime needs to know about a restoration architecture: its call and its parts."""
+
+    has_fidelity: bool
+    reduced_parts: tuple[str, ...]  # submodules that may run in bf16/fp16; the rest stays float32
+
+
+# The one place that knows the two networks' differences.
+_ARCHS = {
+    "VQFRv2": _Arch(True, ("decoder", "main_branch", "inpfeat_extraction")),
+    "VQFRv1": _Arch(False, ("decoder", "main_decoder", "inpfeat_extraction")),
+}
+
+
+# ---------------------------------------------------------------- precision
+def cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (x86 ``flags``, Arm ``Features``); empty elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bfloat16 natively (x86 AMX-BF16 or AVX512-BF16, Arm BF16)."""
+    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16", "bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, list[str]]:
+    """The precision to run (``fp32``/``bf16``/``fp16``) for a requested one on ``device``, with notes.
+
+    ``auto``: bfloat16 on CUDA GPUs that support it (else float16) and on CPUs with native bfloat16,
+    float32 elsewhere. An explicit choice the device cannot run is a one-line error.
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise VQFRError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    kind = device.type
+    notes: list[str] = []
+    if precision == "auto":
+        if kind == "cuda":
+            return ("bf16" if torch.cuda.is_bf16_supported() else "fp16"), notes
+        if kind == "cpu" and cpu_has_native_bf16():
+            return "bf16", notes
+        return "fp32", notes
+    if precision == "fp16" and kind == "cpu":
+        raise VQFRError("precision fp16 needs a GPU; on the CPU use bf16 (where the CPU has it) or fp32")
+    if precision == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
+        raise VQFRError(f"this GPU ({torch.cuda.get_device_name(device)}) has no bfloat16; use fp16 or fp32")
+    if precision == "bf16" and kind == "cpu" and not cpu_has_native_bf16():
+        notes.append("this CPU has no native bfloat16 (AVX512-BF16/AMX): bf16 is emulated and may be slower than fp32")
+    return precision, notes
+
+
+def _torch_dtype(precision: str) -> torch.dtype:
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def default_batch_size(device: torch.device | str) -> int:
+    """Faces per forward pass for ``device`` when none is given (:data:`DEFAULT_BATCH_SIZE`)."""
+    kind = device if isinstance(device, str) else device.type
+    return DEFAULT_BATCH_SIZE.get(kind.split(":")[0], 1)
+
+
+# ---------------------------------------------------------------- argument checks
+def check_number(value, name: str) -> float:
+    """``value`` as a float when it is a real number (not a bool, string or None); else a one-line error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise VQFRError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_fidelity(value: float) -> float:
+    value = check_number(value, "fidelity")
+    if not (0.0 <= value <= 1.0):
+        raise VQFRError(f"fidelity must be in [0, 1], got {value:g}")
+    return value
+
+
+def check_batch_size(value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+        raise VQFRError(f"batch size must be a whole number of at least 1, got {value!r}")
+    return int(value)
+
+
+def check_crops(crops: list[np.ndarray]) -> None:
+    for i, crop in enumerate(crops):
+        if not (isinstance(crop, np.ndarray) and crop.dtype == np.uint8 and crop.ndim == 3 and crop.shape[2] == 3):
+            got = f"shape {crop.shape} {crop.dtype}" if isinstance(crop, np.ndarray) else type(crop).__name__
+            raise VQFRError(f"restore_crops takes a list of H x W x 3 RGB uint8 arrays; crop {i} is {got}")
+        if min(crop.shape[:2]) < 1:
+            raise VQFRError(f"restore_crops: crop {i} is empty (shape {crop.shape})")
+
+
+def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+    """``img`` at ``size`` x ``size``: area filter to shrink, Lanczos to enlarge, untouched if already there."""
+    if img.shape[0] == size and img.shape[1] == size:
+        return img
+    interp = cv2.INTER_AREA if size < img.shape[1] else cv2.INTER_LANCZOS4
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def peek_metadata(path: Path) -> dict:
+    """Top-level non-tensor entries of a checkpoint (e.g. ``face_size``) without reading the weights."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
+        return {}
+    return {k: v for k, v in obj.items() if isinstance(v, (int, float, str))} if isinstance(obj, dict) else {}
+
+
+def _check_face_size(size) -> int:
+    size = int(size)
+    if size % 32 or size < 32:
+        raise VQFRError(f"face size must be a multiple of 32, got {size}")
+    return size
+
+
+def is_onnx_path(model: str | os.PathLike) -> bool:
+    return str(model).lower().endswith(ONNX_SUFFIX)
+
+
+# ---------------------------------------------------------------- the runtime
+class FaceRuntime:
+    """A VQFR network ready to restore aligned faces.
+
+    Args:
+        model: zoo name (``VQFR_v2``, ``VQFR_v1``), a checkpoint path, or (backend ``onnxruntime``)
+            an ``.onnx`` file written by ``vqfr export``.
+        weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a ``torch.device``).
+        precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`resolve_precision`).
+        batch_size: faces per forward pass; None for the device's default (:func:`default_batch_size`).
+        backend: ``torch``, or ``onnxruntime`` (CPU, float32): a checkpoint or zoo model is exported
+            once to ``$VQFR_HOME/onnx`` and the file reused.
+        face_size: network input size; default: the size stored in the checkpoint, else 512.
+        warmup: run one batch now, so the first real call is not slowed by one-time set-up.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike = DEFAULT_MODEL,
+        weights: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        batch_size: int | None = None,
+        backend: str = "torch",
+        face_size: int | None = None,
+        download: bool = True,
+        progress: bool = True,
+        warmup: bool = False,
+    ):
+        import torch
+
+        if backend not in BACKENDS:
+            raise VQFRError(f"unknown backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        if not isinstance(precision, str):
+            raise VQFRError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.backend = backend
+        self.notes: list[str] = []
+        self._torch = torch
+        self.net = None
+        self._session = None
+        if backend == "onnxruntime":
+            self._init_onnx(model, weights, device, precision, face_size, download, progress)
+        else:
+            if is_onnx_path(model):
+                raise VQFRError(f"{shown(model)} is an ONNX file: run it with --backend onnxruntime")
+            self._init_torch(model, weights, device, precision, face_size, download, progress)
+        self.batch_size = default_batch_size(self.device) if batch_size is None else check_batch_size(batch_size)
+        if warmup:
+            self.warm_up()
+
+    # ------------------------------------------------------------ set-up
+    def _init_torch(self, model, weights, device, precision, face_size, download, progress) -> None:
+        from vqfr.nn.checkpoint import load_network
+
+        self.device = select_device(device)
+        self.precision, notes = resolve_precision(precision, self.device)
+        self.notes += notes
+        resolved = resolve_weights(str(model), weights, download=download, progress=progress)
+        self.weights_path: Path = resolved.path
+        self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
+        meta = peek_metadata(resolved.path)
+        net, self.arch, self.config = load_network(
+            resolved.path, arch=resolved.model.arch if resolved.model else None, device=self.device
+        )
+        self._spec = _arch_spec(self.arch, resolved.path)
+        self.face_size = _check_face_size(face_size or meta.get("face_size") or DEFAULT_FACE_SIZE)
+        dtype = _torch_dtype(self.precision)
+        for name in self._spec.reduced_parts if dtype != self._torch.float32 else ():
+            net.get_submodule(name).to(dtype)
+        self.net = net
+
+    def _init_onnx(self, model, weights, device, precision, face_size, download, progress) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise VQFRError(
+                "--backend onnxruntime needs the onnxruntime package: pip install 'vqfr[onnx]'"
+            ) from None
+        self.device = select_device("cpu" if str(device) == "auto" else device)
+        if self.device.type != "cpu":
+            raise VQFRError(f"--backend onnxruntime runs on the CPU only, not on {self.device}")
+        if precision not in PRECISIONS:
+            raise VQFRError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if precision not in ("auto", "fp32"):
+            raise VQFRError(f"--backend onnxruntime runs in fp32 only, not {precision}")
+        self.precision = "fp32"
+        if is_onnx_path(model) and weights is None:
+            path = Path(model).expanduser()
+            if not path.is_file():
+                raise VQFRError(f"ONNX file not found: {shown(path)}")
+            self.weights_path = path
+            self.model_name = path.name
+        else:
+            self.weights_path = cached_onnx_export(model, weights, face_size, download=download, progress=progress)
+            self.model_name = Path(str(model)).name if weights is None else Path(weights).name
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self._torch.get_num_threads()
+        try:
+            self._session = ort.InferenceSession(
+                str(self.weights_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime raises its own exception types for foreign or damaged files
+            first = " ".join(str(err).split())[:200]
+            raise VQFRError(f"{shown(self.weights_path)} is not a usable ONNX model ({first})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        self.arch = meta.get("arch", "")
+        self._spec = _arch_spec(self.arch, self.weights_path)
+        self.config = None
+        self._input_names = {i.name for i in self._session.get_inputs()}
+        if "image" not in self._input_names:
+            raise VQFRError(f"{shown(self.weights_path)} was not written by vqfr export (no 'image' input)")
+        stored = int(meta.get("face_size", 0) or 0)
+        if face_size and stored and int(face_size) != stored:
+            raise VQFRError(f"{shown(self.weights_path)} was exported for {stored} px faces, not {face_size}")
+        self.face_size = _check_face_size(face_size or stored or DEFAULT_FACE_SIZE)
+
+    # ------------------------------------------------------------ running
+    @property
+    def has_fidelity(self) -> bool:
+        return self._spec.has_fidelity
+
+    def forward(self, x: torch.Tensor, fidelity: float) -> torch.Tensor:
+        """The restored batch (N, 3, S, S) in [-1, 1] float32, on the runtime's device, for ``x`` likewise."""
+        torch = self._torch
+        if self._session is not None:
+            feed = {"image": x.detach().float().cpu().numpy()}
+            if "fidelity" in self._input_names:
+                feed["fidelity"] = np.asarray(fidelity, dtype=np.float32)
+            return torch.from_numpy(self._session.run(["restored"], feed)[0])
+        with torch.inference_mode():
+            out = self.net(x, fidelity_ratio=fidelity) if self.has_fidelity else self.net(x)
+        return out["main_dec"].float()
+
+    def restore_crops(
+        self, crops: list[np.ndarray], fidelity: float = DEFAULT_FIDELITY, out_size: int | None = None
+    ) -> list[np.ndarray]:
+        """Restore aligned RGB uint8 crops (any square-ish size; resized to the network's size).
+
+        Returns one RGB uint8 crop each, at ``out_size`` x ``out_size`` (default: the crop's own size).
+        The crops go through the network ``batch_size`` at a time.
+        """
+        from vqfr.utils.image_tensor import tensor_to_uint8
+
+        fidelity = check_fidelity(fidelity)
+        check_crops(crops)
+        torch = self._torch
+        size = self.face_size
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), self.batch_size):
+            chunk = crops[start : start + self.batch_size]
+            x = torch.from_numpy(np.stack([resize_square(c, size) for c in chunk])).to(self.device)
+            x = x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+            restored = tensor_to_uint8(self.forward(x, fidelity))
+            for crop, face in zip(chunk, restored):
+                out.append(resize_square(face, out_size or crop.shape[0]))
+        return out
+
+    def warm_up(self) -> None:
+        """One forward pass on a full batch of gray faces (allocations, kernel choices, lazy set-up)."""
+        gray = np.full((self.face_size, self.face_size, 3), 128, np.uint8)
+        self.restore_crops([gray] * self.batch_size, fidelity=DEFAULT_FIDELITY)
+
+    def describe(self) -> str:
+        """One line for logs: model, backend, device, precision and batch size."""
+        return (
+            f"model {self.model_name} ({self.arch}) with {self.backend} on {self.device}, {self.precision}, "
+            f"batch {self.batch_size}"
+        )
+
+
+def _arch_spec(arch: str, path) -> _Arch:
+    if arch not in _ARCHS:
+        what = f"a {arch}" if arch else "an unknown network"
+        raise VQFRError(f"{shown(path)} holds {what}, not a VQFR restoration network")
+    return _ARCHS[arch]
+
+
+# ---------------------------------------------------------------- ONNX export
+def _export_graph(net, spec: _Arch):
+    """``net`` as ``(image, fidelity) -> restored`` (``image -> restored`` without fidelity), for export."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image, fidelity=None):
+            # A tensor fidelity makes VQFRv2 always run its main branch (times the fidelity),
+            # so the graph holds no branch on its value.
+            if fidelity is None:
+                return self.net(image)["main_dec"]
+            return self.net(image, fidelity_ratio=fidelity)["main_dec"]
+
+    return Graph().eval()
+
+
+def export_onnx(
+    net,
+    arch: str,
+    path: str | os.PathLike,
+    face_size: int = DEFAULT_FACE_SIZE,
+    opset: int = ONNX_OPSET,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``net`` (float32, any device) as an ONNX model to ``path``, atomically.
+
+    Inputs: ``image`` (N, 3, S, S) float32 in [-1, 1] with a dynamic batch axis N, and for VQFRv2
+    ``fidelity`` (a float32 scalar in [0, 1]). Output: ``restored`` (N, 3, S, S), float32, about
+    [-1, 1] (not clamped). Metadata: ``arch``, ``face_size``, ``vqfr_version`` and ``metadata``.
+    """
+    import warnings
+
+    import torch
+
+    try:
+        import onnx
+    except ImportError:
+        raise VQFRError("ONNX export needs the onnx package: pip install 'vqfr[onnx]'") from None
+
+    from vqfr.utils.atomic import atomic_write_bytes
+
+    spec = _arch_spec(arch, path)
+    if opset < 16:
+        raise VQFRError(f"ONNX opset {opset} has no GridSample (the deformable convolution needs it): use >= 16")
+    face_size = _check_face_size(face_size)
+    net = net.float().cpu().eval()
+    graph = _export_graph(net, spec)
+    image = torch.zeros(1, 3, face_size, face_size)
+    args = (image, torch.tensor(0.5)) if spec.has_fidelity else (image,)
+    names = ["image", "fidelity"] if spec.has_fidelity else ["image"]
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.export"
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")  # the tracer's notes on shape arithmetic: shapes are fixed but the batch
+            torch.onnx.export(
+                graph,
+                args,
+                str(tmp),
+                dynamo=False,  # the TorchScript exporter: no onnxscript dependency, handles grid_sample
+                opset_version=opset,
+                input_names=names,
+                output_names=["restored"],
+                dynamic_axes={"image": {0: "batch"}, "restored": {0: "batch"}},
+            )
+        model = onnx.load(str(tmp))
+    finally:
+        tmp.unlink(missing_ok=True)
+    info = {"arch": arch, "face_size": str(face_size), "vqfr_version": __version__, **(metadata or {})}
+    for key, value in info.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    atomic_write_bytes(path, model.SerializeToString())
+    return path
+
+
+def cached_onnx_export(
+    model: str | os.PathLike,
+    weights: str | os.PathLike | None = None,
+    face_size: int | None = None,
+    download: bool = True,
+    progress: bool = True,
+) -> Path:
+    """The ONNX export of a zoo model or checkpoint, written once to ``$VQFR_HOME/onnx`` and reused.
+
+    The cache file is named by the checkpoint's SHA-256, the face size, the opset and the vqfr
+    version, so new weights or a new vqfr never reuse a stale graph.
+    """
+    from vqfr.nn.checkpoint import load_network
+    from vqfr.utils.download import sha256_file
+
+    resolved = resolve_weights(str(model), weights, download=download, progress=progress)
+    size = _check_face_size(face_size or peek_metadata(resolved.path).get("face_size") or DEFAULT_FACE_SIZE)
+    digest = sha256_file(resolved.path)[:16]
+    target = vqfr_home() / "onnx" / f"{resolved.path.stem}-{digest}-{size}px-opset{ONNX_OPSET}-v{__version__}.onnx"
+    if target.is_file():
+        return target
+    net, arch, _ = load_network(resolved.path, arch=resolved.model.arch if resolved.model else None)
+    _arch_spec(arch, resolved.path)
+    if progress:
+        print(f"vqfr: exporting {shown(resolved.path)} to {shown(target)} (once)", file=sys.stderr)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VQFRError(f"cannot create the ONNX cache folder {shown(target.parent)} ({err.strerror})") from None
+    return export_onnx(net, arch, target, size, metadata={"source": resolved.path.name})
