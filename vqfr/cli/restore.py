@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
+from vqfr.cli.options import add_face_options, add_network_options, resolve_precision, restorer_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,48 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-r", "--recursive", action="store_true", help="also look in sub-folders of an input folder")
     p.add_argument("--aligned", action="store_true", help="inputs are already 512x512 FFHQ-aligned face crops")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|PATH",
-        help="VQFR_v2 (default), VQFR_v1, the path of a checkpoint (its network is read from the file), "
-        "or with --backend onnxruntime an .onnx file",
-    )
-    p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
-    p.add_argument(
-        "--fidelity",
-        "-f",
-        type=float,
-        default=None,
-        metavar="F",
-        help="v2 only, in [0, 1]: 0 = most detail, 1 = most faithful to the input (default 0.5)",
-    )
+    add_network_options(p, "faces per forward pass (default: 1 on a CPU, 4 on a GPU)")
     p.add_argument(
         "--upscale", "-s", type=float, default=2.0, metavar="S", help="final scale of the whole image (default 2)"
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        help="number format of the decoders: auto (default) = bf16 on CPUs with native bf16 and on GPUs that "
-        "have it, fp16 on other GPUs, fp32 elsewhere; codes are always chosen in fp32",
-    )
-    p.add_argument("--half", action="store_true", help=argparse.SUPPRESS)  # deprecated: --precision fp16
-    p.add_argument(
-        "--backend",
-        default="torch",
-        choices=["torch", "onnxruntime"],
-        help="torch (default), or onnxruntime on the CPU (--model may then be an .onnx file from vqfr export)",
-    )
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the image centre")
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="N",
-        help="faces per forward pass (default: 1 on a CPU, 4 on a GPU)",
-    )
     p.add_argument(
         "--ext",
         default="auto",
@@ -74,13 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--suffix", default=None, help="added to restored image and face file names (no path separators or '..')"
     )
-    p.add_argument(
-        "--min-eye-distance",
-        type=float,
-        default=8.0,
-        metavar="PX",
-        help="skip (and report) faces whose eyes are closer than this many pixels (default 8)",
-    )
+    add_face_options(p, "skip (and report)")
     p.add_argument(
         "--max-pixels",
         type=float,
@@ -88,17 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="refuse images (input or output) above N pixels (default 100e6; 0 = no limit)",
     )
-    p.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        choices=list(DETECTORS),
-        help="face detector: "
-        + "; ".join(f"{name}: {entry.description}" for name, entry in DETECTORS.items())
-        + f" (default {DEFAULT_DETECTOR})",
-    )
     p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
     p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
-    p.add_argument("--no-download", action="store_true", help="never download weights (fail with where to put them)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
     p.set_defaults(func=run)
 
@@ -134,15 +82,9 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
     from vqfr.errors import VQFRError
     from vqfr.restore.batch import BatchOptions, run_batch
     from vqfr.restore.pipeline import FaceRestorer
-    from vqfr.restore.zoo import DEFAULT_MODEL
-    from vqfr.utils.device import select_device
     from vqfr.utils.paths import shown
 
-    precision = args.precision
-    if args.half:
-        say("note: --half is deprecated; use --precision fp16")
-        if precision == "auto":
-            precision = "fp16" if select_device(args.device).type == "cuda" else "auto"
+    precision = resolve_precision(args)
     bg = None
     if args.bg_upsampler == "realesrgan":
         if not args.bg_weights:
@@ -150,22 +92,14 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
         from vqfr.restore.background import RealESRGANUpsampler
 
         bg = RealESRGANUpsampler(args.bg_weights, device=args.device, half=precision == "fp16")
+    kwargs = restorer_kwargs(args, precision)
+    kwargs["detector"] = None if args.aligned else args.detector
     restorer = FaceRestorer(
-        model=args.model or DEFAULT_MODEL,
-        weights=args.weights,
-        device=args.device,
-        precision=precision,
-        backend=args.backend,
+        **kwargs,
         upscale=args.upscale,
-        fidelity=args.fidelity,
-        batch_size=args.batch_size,
         only_center_face=args.only_center_face,
-        min_eye_distance=args.min_eye_distance,
-        detector=None if args.aligned else args.detector,
         bg_upsampler=bg,
         max_pixels=max_pixels,
-        download=not args.no_download,
-        progress=not args.quiet,
     )
     for note in restorer.notes:
         say(f"note: {note}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
+from vqfr.cli.options import add_face_options, add_network_options, resolve_precision, restorer_kwargs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,42 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-i", "--input", required=True, help="the video file")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output video: .mp4, .m4v, .mov or .mkv")
-    p.add_argument(
-        "--model",
-        default=None,
-        metavar="NAME|PATH",
-        help="VQFR_v2 (default), VQFR_v1, or the path of a checkpoint (its network is read from the file)",
-    )
-    p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
-    p.add_argument(
-        "--fidelity",
-        "-f",
-        type=float,
-        default=None,
-        metavar="F",
-        help="v2 only, in [0, 1]: 0 = most detail, 1 = most faithful to the input (default 0.5)",
-    )
+    add_network_options(p, "faces per forward pass, across frames (default: 1 on a CPU, 4 on a GPU)")
     p.add_argument("--upscale", "-s", type=float, default=1.0, metavar="S", help="scale of the video (default 1)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--half", action="store_true", help="float16 inference on CUDA (faster, less memory)")
-    p.add_argument(
-        "--batch-size", type=int, default=4, metavar="N", help="faces per forward pass, across frames (default 4)"
-    )
-    p.add_argument(
-        "--min-eye-distance",
-        type=float,
-        default=8.0,
-        metavar="PX",
-        help="leave faces whose eyes are closer than this many pixels as they are (default 8)",
-    )
-    p.add_argument(
-        "--detector",
-        default=DEFAULT_DETECTOR,
-        choices=list(DETECTORS),
-        help="face detector: "
-        + "; ".join(f"{name}: {entry.description}" for name, entry in DETECTORS.items())
-        + f" (default {DEFAULT_DETECTOR})",
-    )
+    add_face_options(p, "leave as they are")
     p.add_argument(
         "--no-smooth",
         action="store_true",
@@ -74,7 +41,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=18,
         help="quality for x264/x265/vp9/av1, 0-51 (lower is better; default 18, visually lossless)",
     )
-    p.add_argument("--no-download", action="store_true", help="never download weights (fail with where to put them)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
     p.set_defaults(func=run)
 
@@ -95,22 +61,9 @@ def run(args: argparse.Namespace) -> int:
         info = source.info
 
     from vqfr.restore.pipeline import FaceRestorer
-    from vqfr.restore.zoo import DEFAULT_MODEL
     from vqfr.video.restorer import VideoRestorer
 
-    restorer = FaceRestorer(
-        model=args.model or DEFAULT_MODEL,
-        weights=args.weights,
-        device=args.device,
-        half=args.half,
-        upscale=args.upscale,
-        fidelity=args.fidelity,
-        batch_size=args.batch_size,
-        min_eye_distance=args.min_eye_distance,
-        detector=args.detector,
-        download=not args.no_download,
-        progress=not args.quiet,
-    )
+    restorer = FaceRestorer(**restorer_kwargs(args, resolve_precision(args)), upscale=args.upscale)
     for note in restorer.notes:
         say(f"note: {note}")
     fps = f"{float(info.fps):.3g} fps" if info.fps else "unknown frame rate"
