@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -208,19 +209,25 @@ def test_serve_cli_answers_then_removes_its_temporary_folder(tiny_v2, tmp_path):
     env.pop("TORCHINDUCTOR_CACHE_DIR", None)
     cmd = [sys.executable, "-m", "vqfr", "serve", "--model", str(tiny_v2), "--device", "cpu", "--port", str(port)]
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
+    reader.start()
     try:
-        page = None
+        # Wait for the "open" line, not just for the port: the server answers a moment before the
+        # command prints it, and a SIGTERM in between would (rightly) stop it before it says so.
         deadline = time.monotonic() + 120
-        while page is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read().decode()
-            except OSError:
-                time.sleep(0.5)
-        assert page is not None and "vqfr: restore faces" in page  # the page config holds the title
+        while not any("vqfr serve: open" in line for line in lines) and time.monotonic() < deadline:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "vqfr: restore faces" in page  # the page config holds the title
         assert [p.name for p in tmp.iterdir()][0].startswith("vqfr-serve-")  # all it writes goes in there
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        reader.join(timeout=10)
+    err = "".join(lines)
     assert proc.returncode == 0, err
     assert f"open http://127.0.0.1:{port}/" in err and "Traceback" not in err
     assert list(tmp.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]

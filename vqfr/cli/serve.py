@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         )
         service = app.vqfr_service
         restorer = service.load(service.default_model)
+        print(f"model {restorer.model_name} ({restorer.arch}) on {restorer.device}", file=sys.stderr, flush=True)
         url = launch(app, host=args.host, port=args.port)
-        print(f"model {restorer.model_name} ({restorer.arch}) on {restorer.device}", file=sys.stderr)
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             print(f"note: listening on {args.host}: other machines can use this page", file=sys.stderr)
         print(f"vqfr serve: open {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
