@@ -62,7 +62,10 @@ def test_fp32_runtime_gives_the_plain_network_output(v2, fidelity):
         want = [tensor_to_uint8(net(_to_tensor([c]), fidelity_ratio=fidelity)["main_dec"])[0] for c in crops]
     got = rt.restore_crops(crops, fidelity)
     for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+        # Same network, same float32 inputs; but with 2 threads oneDNN may pick another reduction order
+        # than with 1 (seen on this machine: a few pixels one grey level apart at a rounding boundary).
+        diff = np.abs(g.astype(np.int16) - w.astype(np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01
 
 
 def test_face_restorer_delegates_to_its_runtime(v2):
