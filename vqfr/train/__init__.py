@@ -4,15 +4,12 @@
 runs data-parallel (DDP). See ``docs/train.md``.
 """
 
+from vqfr.utils.lazy import lazy_exports
+
 from .config import load_config, merge_config
 
 __all__ = ["load_config", "merge_config", "run_training", "Trainer"]
 
 
-def __getattr__(name: str):
-    # Lazy: the trainer imports torch and the networks.
-    if name in ("run_training", "Trainer"):
-        from . import trainer
-
-        return getattr(trainer, name)
-    raise AttributeError(f"module 'vqfr.train' has no attribute {name!r}")
+# Lazy: the trainer imports torch and the networks.
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(("run_training", "Trainer"), "vqfr.train.trainer"))

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-import importlib
+from vqfr.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "VideoRestorer": "restorer",
@@ -19,9 +19,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _EXPORTS.items()})

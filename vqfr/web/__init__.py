@@ -6,12 +6,7 @@
 
 from __future__ import annotations
 
+from vqfr.utils.lazy import lazy_exports
+
 __all__ = ["build_app", "launch"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from vqfr.web import app
-
-        return getattr(app, name)
-    raise AttributeError(f"module 'vqfr.web' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, dict.fromkeys(__all__, "vqfr.web.app"))
