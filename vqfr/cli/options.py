@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
 
 
 def add_network_options(p: argparse.ArgumentParser, batch_help: str) -> None:
-    """--model, --weights, --fidelity, --device, --precision, --backend, --batch-size, --no-download."""
+    """--model, --weights, --fidelity, --device, --precision, --backend, --batch-size, --no-download, -q."""
     p.add_argument(
         "--model",
         default=None,
@@ -47,6 +48,17 @@ def add_network_options(p: argparse.ArgumentParser, batch_help: str) -> None:
     )
     p.add_argument("--batch-size", type=int, default=None, metavar="N", help=batch_help)
     p.add_argument("--no-download", action="store_true", help="never download weights (fail with where to put them)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
+
+
+def notices(args: argparse.Namespace) -> Callable[[str], None]:
+    """A ``say(message)`` that prints to stderr unless ``-q`` was given."""
+
+    def say(msg: str) -> None:
+        if not args.quiet:
+            print(msg, file=sys.stderr)
+
+    return say
 
 
 def add_face_options(p: argparse.ArgumentParser, small_faces: str) -> None:
@@ -72,8 +84,7 @@ def resolve_precision(args: argparse.Namespace) -> str:
     """``--precision``, with the deprecated ``--half`` mapped onto it (and a note saying so)."""
     precision = args.precision
     if args.half:
-        if not getattr(args, "quiet", False):
-            print("note: --half is deprecated; use --precision fp16", file=sys.stderr)
+        notices(args)("note: --half is deprecated; use --precision fp16")
         if precision == "auto":
             from vqfr.utils.device import select_device
 

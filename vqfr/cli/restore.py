@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vqfr.cli.options import add_face_options, add_network_options, resolve_precision, restorer_kwargs
+from vqfr.cli.options import (
+    add_face_options,
+    add_network_options,
+    notices,
+    resolve_precision,
+    restorer_kwargs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,7 +53,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
     p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
     p.set_defaults(func=run)
 
 
@@ -59,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from vqfr.restore.batch import check_output_folder, check_suffix, collect_inputs
     from vqfr.utils.lock import output_folder_lock
 
-    def say(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr)
+    say = notices(args)
 
     inputs = collect_inputs(args.input, recursive=args.recursive)
     check_output_folder(Path(args.output), inputs)  # before any slow model loading

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vqfr.cli.options import add_face_options, add_network_options, resolve_precision, restorer_kwargs
+from vqfr.cli.options import (
+    add_face_options,
+    add_network_options,
+    notices,
+    resolve_precision,
+    restorer_kwargs,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=18,
         help="quality for x264/x265/vp9/av1, 0-51 (lower is better; default 18, visually lossless)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar; print only errors")
     p.set_defaults(func=run)
 
 
@@ -50,9 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from vqfr.video.io import VideoSource, check_output_path
     from vqfr.video.restorer import check_codec
 
-    def say(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr)
+    say = notices(args)
 
     # Everything that can be checked is checked before the slow model loading.
     check_output_path(args.output, args.input)
