@@ -3,17 +3,25 @@
 # restore them at fidelity 0, 0.5 and 1, and score every result and the degraded input itself.
 #   bash benchmarks/eval_lite.sh [MODEL] [WORK]
 # MODEL: a zoo name or checkpoint (default VQFR_lite); WORK: a scratch folder (default ../runs/eval_lite).
-# Needs ../shared/data/faces_hq (the held-out people are the patterns in configs/lite_*.yml).
+# Needs ../shared/data/faces_hq; run from the repository root.
 set -euo pipefail
 MODEL=${1:-VQFR_lite}
 WORK=${2:-../runs/eval_lite}
 HQ=${HQ:-../shared/data/faces_hq/train}
 METRICS=psnr,ssim,niqe,idd_dlib,lmd_dlib
-mkdir -p "$WORK/val_hq"
-for f in "$HQ"/dmdnet_003[7-9].jpg "$HQ"/dmdnet_004[0-6].jpg "$HQ"/dmdnet_007[7-9].jpg "$HQ"/dmdnet_008[0-4].jpg \
-         "$HQ"/dmdnet_009[89].jpg "$HQ"/dmdnet_010[0-4].jpg; do
-  ln -sf "$(realpath "$f")" "$WORK/val_hq/$(basename "$f")"
-done
+# The held-out people are the config's own validation patterns (data.val.include), linked here.
+python3 - "$HQ" "$WORK/val_hq" <<'PY'
+import os, sys
+from pathlib import Path
+from vqfr.data import ImageSource
+from vqfr.train.config import load_config
+include = load_config("configs/lite_vqfr_v2.yml")["data"]["val"]["include"]
+out = Path(sys.argv[2])
+out.mkdir(parents=True, exist_ok=True)
+for file in ImageSource(sys.argv[1], include=include).files:
+    if not (out / file.name).exists():
+        os.symlink(file.resolve(), out / file.name)
+PY
 [ -d "$WORK/test/lq" ] || vqfr degrade "$WORK/val_hq" "$WORK/test" --seed 0 \
   --blur-sigma 0.1 10 --downsample 0.8 8 --noise 0 20 --jpeg 60 100
 [ -f "$WORK/eval_input/metrics.json" ] || vqfr evaluate --restored "$WORK/test/lq" --gt "$WORK/test/gt" \

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vqfr.errors import VQFRError
@@ -70,6 +71,11 @@ class ImageSource:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def files(self) -> list[Path]:
+        """The image files kept (a folder source; an LMDB source has none)."""
+        return [] if self.is_lmdb else list(self._refs)
+
     def read(self, index: int) -> np.ndarray:
         ref = self._refs[index]
         return self._lmdb.get(ref) if self.is_lmdb else read_image(ref)
@@ -119,8 +125,6 @@ def _finite(v) -> bool:
 
 def augment(img: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
     """Apply ``cfg`` to a float RGB [0, 1] image with draws from ``rng`` (always the same 7 draws)."""
-    import cv2
-
     h, w = img.shape[:2]
     zoom = rng.uniform(*cfg.scale)
     angle = rng.uniform(-cfg.rotate, cfg.rotate)

@@ -33,12 +33,13 @@ class DeadCodeRestarter:
         embedding: nn.Parameter,
         optimizer: torch.optim.Optimizer | None = None,
         ema_embedding: Tensor | None = None,
-    ) -> int:
-        """At multiples of ``every``: restart the unused codes; returns how many (0 otherwise)."""
+    ) -> int | None:
+        """At multiples of ``every``: restart the unused codes and return how many; None at other steps."""
         if self.every <= 0 or step % self.every:
-            return 0
+            return None
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         usage = self.usage.to(embedding.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed:
             torch.distributed.all_reduce(usage)
         dead = (usage == 0).nonzero().flatten()
         self.usage.zero_()
@@ -51,7 +52,7 @@ class DeadCodeRestarter:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         pick = torch.randint(vectors.shape[0], (dead.numel(),), generator=gen).to(vectors.device)
         new = vectors[pick]
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if distributed:
             torch.distributed.broadcast(new, src=0)  # every rank restarts onto rank 0's vectors
         embedding.data[dead] = new
         if ema_embedding is not None:

@@ -62,7 +62,7 @@ def zero_init_main_branch(net: nn.Module) -> None:
     of a random branch, which a short CPU run would not train away). Gradients still reach both
     zeroed layers: their inputs are not zero.
     """
-    block = net.main_branch.decoder_dict[f"Level_{1}"]
+    block = net.main_branch.decoder_dict["Level_1"]
     for layer in (block.conv2, block.residual_func):
         if isinstance(layer, nn.Conv2d):
             nn.init.zeros_(layer.weight)

@@ -391,7 +391,7 @@ class Trainer:
             emb = self.g.quantizer.embedding.weight
             ema_emb = self.ema.module.quantizer.embedding.weight.data if self.ema is not None else None
             moved = self.restarter.restart(self.step, self.g.encoder, gt, emb, self.g_opts["g"], ema_emb)
-            if self.step % self.restarter.every == 0:
+            if moved is not None:
                 logs["codes_restarted"] = torch.tensor(float(moved))
 
         for a in active:
