@@ -452,7 +452,9 @@ def _empty(tmp_path: Path) -> Path:
 def test_cli_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQFR_HOME", str(tmp_path / "home"))
     write_image(tmp_path / "in" / "x.png", _no_face())
-    rc = main(["restore", "-i", str(tmp_path / "in" / "x.png"), "-o", str(tmp_path / "out"), "--no-download"])
+    rc = main(
+        ["restore", "-i", str(tmp_path / "in" / "x.png"), "-o", str(tmp_path / "out"), "--model", "VQFR_v2", "--no-download"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and str(tmp_path / "home" / "VQFR_v2.pth") in err
     assert len(err.strip().splitlines()) == 1

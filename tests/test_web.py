@@ -62,11 +62,11 @@ def _free_port() -> int:
 # ---------------------------------------------------------------- handlers, no browser
 def test_model_choices_put_the_given_model_first_with_its_weights(tmp_path):
     ckpt = str(tmp_path / "mine.pth")
-    assert list(model_choices(ckpt)) == [ckpt, "VQFR_v2", "VQFR_v1"]
+    assert list(model_choices(ckpt)) == [ckpt, "auto", "VQFR_v2", "VQFR_v1", "VQFR_lite"]
     assert model_choices(ckpt)[ckpt] == (ckpt, None)
     choices = model_choices("v1", tmp_path / "w.pth")  # aliases resolve to the zoo name
-    assert list(choices) == ["VQFR_v1", "VQFR_v2"] and choices["VQFR_v1"] == ("VQFR_v1", str(tmp_path / "w.pth"))
-    assert list(model_choices()) == ["VQFR_v2", "VQFR_v1"]
+    assert list(choices) == ["VQFR_v1", "auto", "VQFR_v2", "VQFR_lite"] and choices["VQFR_v1"] == ("VQFR_v1", str(tmp_path / "w.pth"))
+    assert list(model_choices()) == ["auto", "VQFR_v2", "VQFR_v1", "VQFR_lite"]
 
 
 def test_pool_loads_a_model_once_and_keeps_one():

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vqfr import __version__
-    from vqfr.restore.zoo import DEFAULT_MODEL, ZOO, vqfr_home
+    from vqfr.restore.zoo import ZOO, bundled_path, vqfr_home
 
     print(f"vqfr {__version__}, torch {torch.__version__}")
     mps = getattr(torch.backends, "mps", None)
@@ -32,11 +32,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"devices: cpu, cuda {'yes' if torch.cuda.is_available() else 'no'}, mps {'yes' if has_mps else 'no'}")
     home = vqfr_home()
     print(f"weights folder ($VQFR_HOME): {home}")
+    print("models (--model auto, the default, takes VQFR_v2 when it is here or downloadable, else VQFR_lite):")
     for name, entry in ZOO.items():
-        path = home / entry.filename
-        state = weights_state(path, entry) if path.exists() else f"missing (download {entry.url})"
-        default = " [default]" if name == DEFAULT_MODEL else ""
-        print(f"  {name}{default}: {entry.filename} {state}")
+        if entry.bundled:
+            path = bundled_path(entry)
+            state = "bundled with vqfr" if path.is_file() else "bundled file missing: reinstall vqfr"
+        else:
+            path = home / entry.filename
+            state = weights_state(path, entry) if path.exists() else f"missing (download {entry.url})"
+        print(f"  {name}: {entry.filename} {state}")
     return 0
 
 

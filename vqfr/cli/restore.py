@@ -104,6 +104,8 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
         bg_upsampler=bg,
         max_pixels=max_pixels,
     )
+    if restorer.model_reason:
+        say(restorer.model_reason)
     for note in restorer.notes:
         say(f"note: {note}")
     say(f"{restorer.runtime.describe()}; {len(inputs.files)} input(s)")

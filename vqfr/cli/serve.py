@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="the default model: VQFR_v2 (default), VQFR_v1, or a checkpoint path; the page also offers the others",
+        help="the page's default model: auto (default: VQFR_v2 when it is here or downloadable, else the bundled "
+        "VQFR_lite), VQFR_v2, VQFR_v1, VQFR_lite, or a checkpoint path; the page also offers the others",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -76,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         )
         service = app.vqfr_service
         restorer = service.load(service.default_model)
+        if getattr(restorer, "model_reason", None):
+            print(restorer.model_reason, file=sys.stderr)
         print(f"model {restorer.model_name} ({restorer.arch}) on {restorer.device}", file=sys.stderr, flush=True)
         url = launch(app, host=args.host, port=args.port)
         if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from vqfr.video.restorer import VideoRestorer
 
     restorer = FaceRestorer(**restorer_kwargs(args, resolve_precision(args)), upscale=args.upscale)
+    if restorer.model_reason:
+        say(restorer.model_reason)
     for note in restorer.notes:
         say(f"note: {note}")
     fps = f"{float(info.fps):.3g} fps" if info.fps else "unknown frame rate"

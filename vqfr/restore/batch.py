@@ -191,7 +191,13 @@ def _run_locked(restorer, inputs: InputSet, outdir: Path, options: BatchOptions,
     input_set = {f.resolve() for f in inputs.files}
     report = {
         "vqfr_version": __version__,
-        "model": {"name": restorer.model_name, "arch": restorer.arch, "weights": str(restorer.weights_path)},
+        "model": {
+            "name": restorer.model_name,
+            "arch": restorer.arch,
+            "weights": str(restorer.weights_path),
+            "face_size": restorer.face_size,
+            "why": restorer.model_reason,
+        },
         "settings": {
             "aligned": options.aligned,
             "upscale": options.upscale if options.upscale is not None else restorer.upscale,

@@ -110,7 +110,9 @@ class FaceRestorer:
     """Restore the faces in photos with a VQFR network.
 
     Args:
-        model: zoo name (``VQFR_v2``, ``VQFR_v1``) or a checkpoint path (ours store arch + config).
+        model: ``auto`` (default: the published VQFR_v2 when it is here or downloadable, else the
+            bundled VQFR_lite, saying why), a zoo name (``VQFR_v2``, ``VQFR_v1``, ``VQFR_lite``) or a
+            checkpoint path (ours store arch + config).
         weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a ``torch.device``).
         half: deprecated, use ``precision="fp16"``: float16 on CUDA (ignored elsewhere, with a note).
@@ -211,6 +213,7 @@ class FaceRestorer:
     face_size = property(lambda self: self.runtime.face_size, doc="the network's input size")
     model_name = property(lambda self: self.runtime.model_name)
     weights_path = property(lambda self: self.runtime.weights_path)
+    model_reason = property(lambda self: self.runtime.model_reason, doc="with model ``auto``: which model ran and why")
     half = property(lambda self: self.runtime.precision == "fp16", doc="deprecated: ``precision == 'fp16'``")
 
     @property

@@ -26,7 +26,7 @@ import numpy as np
 
 from vqfr import __version__
 from vqfr.errors import VQFRError
-from vqfr.restore.zoo import DEFAULT_MODEL, resolve_weights, vqfr_home
+from vqfr.restore.zoo import AUTO, DEFAULT_MODEL, ResolvedWeights, resolve_weights, vqfr_home
 from vqfr.utils.device import select_device
 from vqfr.utils.paths import shown
 
@@ -184,8 +184,10 @@ class FaceRuntime:
     """A VQFR network ready to restore aligned faces.
 
     Args:
-        model: zoo name (``VQFR_v2``, ``VQFR_v1``), a checkpoint path, or (backend ``onnxruntime``)
-            an ``.onnx`` file written by ``vqfr export``.
+        model: ``auto`` (the published VQFR_v2 when it is here or downloadable, else the bundled
+            VQFR_lite; :attr:`model_reason` says which and why), a zoo name (``VQFR_v2``,
+            ``VQFR_v1``, ``VQFR_lite``), a checkpoint path, or (backend ``onnxruntime``) an
+            ``.onnx`` file written by ``vqfr export``.
         weights: explicit checkpoint file for a zoo model (skips the lookup and the download).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (or a ``torch.device``).
         precision: ``auto``, ``fp32``, ``bf16`` or ``fp16`` (see :func:`resolve_precision`).
@@ -217,6 +219,7 @@ class FaceRuntime:
             raise VQFRError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         self.backend = backend
         self.notes: list[str] = []
+        self.model_reason: str | None = None  # with model `auto`: which model it chose and why
         self._torch = torch
         self.net = None
         self._session = None
@@ -240,6 +243,7 @@ class FaceRuntime:
         resolved = resolve_weights(str(model), weights, download=download, progress=progress)
         self.weights_path: Path = resolved.path
         self.model_name = resolved.model.name if resolved.model else Path(resolved.path).name
+        self._note_choice(resolved)
         meta = peek_metadata(resolved.path)
         net, self.arch, self.config = load_network(
             resolved.path, arch=resolved.model.arch if resolved.model else None, device=self.device
@@ -266,6 +270,10 @@ class FaceRuntime:
         if precision not in ("auto", "fp32"):
             raise VQFRError(f"--backend onnxruntime runs in fp32 only, not {precision}")
         self.precision = "fp32"
+        if str(model).strip().lower() == AUTO and weights is None:  # settle `auto` once, keeping its reason
+            resolved = resolve_weights(AUTO, download=download, progress=progress)
+            self._note_choice(resolved)
+            model = resolved.model.name
         if is_onnx_path(model) and weights is None:
             path = Path(model).expanduser()
             if not path.is_file():
@@ -295,6 +303,10 @@ class FaceRuntime:
         if face_size and stored and int(face_size) != stored:
             raise VQFRError(f"{shown(self.weights_path)} was exported for {stored} px faces, not {face_size}")
         self.face_size = _check_face_size(face_size or stored or DEFAULT_FACE_SIZE)
+
+    def _note_choice(self, resolved: ResolvedWeights) -> None:
+        """Keep why ``auto`` chose its model: one line the front ends print once (not a per-photo note)."""
+        self.model_reason = resolved.reason
 
     # ------------------------------------------------------------ running
     @property
@@ -375,6 +387,24 @@ def _export_graph(net, spec: _Arch):
             return self.net(image, fidelity_ratio=fidelity)["main_dec"]
 
     return Graph().eval()
+
+
+def export_half(net: torch.nn.Module, arch: str, config: dict, out: Path, face_size: int) -> Path:
+    """Save ``net`` with float16 weights (half the file; loading casts them back to float32).
+
+    Rounding to float16 moves the weights by at most 2**-11 of their size; ``vqfr export --format
+    fp16`` is how the bundled VQFR_lite was written, and docs/models.md gives the PSNR it kept.
+    """
+    import torch
+
+    from vqfr.nn.checkpoint import save_checkpoint
+
+    _arch_spec(arch, out)
+    sd = {k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()}
+    if any(not bool(torch.isfinite(v).all()) for v in sd.values() if v.is_floating_point()):
+        raise VQFRError("some weights exceed the float16 range (65504); keep this model in float32")
+    save_checkpoint(out, sd, arch, config, extra={"face_size": _check_face_size(face_size)})
+    return out
 
 
 def export_onnx(

@@ -3,6 +3,9 @@
 Lookup order for a model name: an explicit ``--weights`` file, then ``$VQFR_HOME`` (default
 ``~/.cache/vqfr``), then a download from the public release URL (progress bar, checksum checked
 before the file is moved into place). Offline, the error names the exact path to put the file at.
+
+``VQFR_lite`` ships inside the package, so ``auto`` (the default) always restores: it takes the
+published ``VQFR_v2`` when that is on disk or can be downloaded, else ``VQFR_lite``, and says why.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ class ZooModel:
     sha256_prefix: str | None = None
     manual_url: str | None = None
     description: str = ""
+    bundled: bool = False  # shipped in vqfr/weights/ (no lookup, no download)
 
 
-# The default until the project ships weights of its own: the authors' released VQFR v2.
-DEFAULT_MODEL = "VQFR_v2"
+# `auto`: the authors' VQFR v2 when it is here or downloadable, else our bundled VQFR_lite.
+AUTO = "auto"
+DEFAULT_MODEL = AUTO
+PREFERRED_MODEL = "VQFR_v2"
+FALLBACK_MODEL = "VQFR_lite"
 
 ZOO: dict[str, ZooModel] = {
     m.name: m
@@ -59,10 +66,25 @@ ZOO: dict[str, ZooModel] = {
             manual_url="https://drive.google.com/drive/folders/1lczKYEbARwe27FJlKoFdng7UnffGDjO2",
             description="authors' release (ECCV 2022), FFHQ 512, the paper's model",
         ),
+        ZooModel(
+            name="VQFR_lite",
+            arch="VQFRv2",
+            filename="VQFR_lite.pth",
+            url="",
+            bundled=True,
+            description="vqfr's own small VQFRv2 (256 px), bundled; non-commercial research use (docs/models.md)",
+        ),
     )
 }
 
-_ALIASES = {"v2": "VQFR_v2", "vqfrv2": "VQFR_v2", "v1": "VQFR_v1", "vqfrv1": "VQFR_v1", "vqfr_v1-33a1fac5": "VQFR_v1"}
+_ALIASES = {
+    "v2": "VQFR_v2",
+    "vqfrv2": "VQFR_v2",
+    "v1": "VQFR_v1",
+    "vqfrv1": "VQFR_v1",
+    "vqfr_v1-33a1fac5": "VQFR_v1",
+    "lite": "VQFR_lite",
+}
 
 
 def vqfr_home() -> Path:
@@ -84,10 +106,16 @@ def looks_like_path(name: str) -> bool:
     return os.sep in name or "/" in name or name.endswith((".pth", ".pt", ".ckpt")) or Path(name).is_file()
 
 
+def bundled_path(entry: ZooModel) -> Path:
+    """Where a bundled model's file sits inside the installed package."""
+    return Path(__file__).resolve().parents[1] / "weights" / entry.filename
+
+
 @dataclass
 class ResolvedWeights:
     path: Path
     model: ZooModel | None  # None for a user's own checkpoint
+    reason: str | None = None  # with model 'auto': which model was chosen and why (one line)
 
 
 def resolve_weights(
@@ -96,7 +124,9 @@ def resolve_weights(
     download: bool = True,
     progress: bool = True,
 ) -> ResolvedWeights:
-    """Find (or fetch) the checkpoint for ``model`` (a zoo name or a file path)."""
+    """Find (or fetch) the checkpoint for ``model`` (``auto``, a zoo name or a file path)."""
+    if isinstance(model, str) and model.strip().lower() == AUTO and weights is None:
+        return _resolve_auto(download, progress)
     entry = zoo_model(model) if isinstance(model, str) else None
     if weights is not None:
         path = Path(weights).expanduser()
@@ -109,8 +139,13 @@ def resolve_weights(
             if not path.is_file():
                 raise VQFRError(f"checkpoint not found: {path}")
             return ResolvedWeights(path, None)
-        names = ", ".join(ZOO)
+        names = ", ".join([AUTO, *ZOO])
         raise VQFRError(f"unknown model {model!r}: use one of {names}, or the path of a checkpoint file")
+    if entry.bundled:
+        path = bundled_path(entry)
+        if not path.is_file():
+            raise VQFRError(f"the bundled model file {path} is missing: reinstall vqfr (pip install --force-reinstall)")
+        return ResolvedWeights(path, entry)
     target = vqfr_home() / entry.filename
     if target.is_file():
         verify_checksum(target, entry)
@@ -123,6 +158,33 @@ def resolve_weights(
         reason = getattr(err, "reason", None) or err
         raise VQFRError(_missing_message(entry, target, f"download failed: {reason}")) from None
     return ResolvedWeights(target, entry)
+
+
+def _resolve_auto(download: bool, progress: bool) -> ResolvedWeights:
+    """``auto``: the published model if it is here or downloadable, else the bundled one, saying why."""
+    preferred = ZOO[PREFERRED_MODEL]
+    target = vqfr_home() / preferred.filename
+    try:
+        found = resolve_weights(PREFERRED_MODEL, download=download, progress=progress)
+    except VQFRError as err:
+        if target.is_file():  # the file is there but damaged: say so rather than hide it behind the fallback
+            raise
+        lite = resolve_weights(FALLBACK_MODEL)
+        why = "downloads are switched off" if (not download or os.environ.get("VQFR_OFFLINE")) else _reason(err)
+        lite.reason = (
+            f"model auto -> {FALLBACK_MODEL} (bundled, 256 px): {PREFERRED_MODEL} is not on this machine and {why}; "
+            f"for the published model save {preferred.url} as {target}"
+        )
+        return lite
+    found.reason = f"model auto -> {PREFERRED_MODEL} ({found.path})"
+    return found
+
+
+def _reason(err: VQFRError) -> str:
+    """The 'download failed: ...' part of a missing-model message."""
+    text = str(err)
+    start = text.find("download failed")
+    return text[start:].split(": download ", 1)[0] if start >= 0 else "it could not be downloaded"
 
 
 def _missing_message(entry: ZooModel, target: Path, why: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from vqfr.errors import VQFRError, one_line
 from vqfr.io import DEFAULT_MAX_PIXELS, read_image, to_uint8, write_image
-from vqfr.restore.zoo import DEFAULT_MODEL, ZOO, zoo_model
+from vqfr.restore.zoo import AUTO, DEFAULT_MODEL, ZOO, zoo_model
 
 DEFAULT_MAX_UPLOAD_MB = 25.0
 REQUEST_MAX_AGE_S = 3600.0  # a request's files are kept this long (the page may still show them), then pruned
@@ -59,15 +59,15 @@ class BatchResult:
 def model_choices(
     model: str | None = None, weights: str | os.PathLike | None = None
 ) -> dict[str, tuple[str, str | None]]:
-    """The page's model list: label -> (model, weights). Zoo names, plus ``model`` when it is a checkpoint path.
+    """The page's model list: label -> (model, weights). ``model`` first, then ``auto`` and the zoo names.
 
     ``weights`` goes with ``model`` only. Users of the page pick from this list; they cannot name files.
     """
     model = os.fspath(model or DEFAULT_MODEL)
     zoo = zoo_model(model)
-    label = zoo.name if zoo else model
+    label = zoo.name if zoo else (AUTO if model.strip().lower() == AUTO else model)
     weights = None if weights is None else os.fspath(weights)
-    return {label: (label, weights), **{name: (name, None) for name in ZOO if name != label}}
+    return {label: (label, weights), **{name: (name, None) for name in (AUTO, *ZOO) if name != label}}
 
 
 class RestorerPool:
