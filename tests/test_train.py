@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from vqfr.cli import main
-from vqfr.data.images import read_image, write_png
+from vqfr.data.images import read_rgb_float, write_png
 from vqfr.errors import VQFRError
 from vqfr.nn.checkpoint import build_network, load_network, load_state_dict, save_checkpoint
 from vqfr.nn.configs import tiny_config
@@ -38,7 +38,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     faces.mkdir()
     shared = sorted(SHARED.glob("*.png"))[:4] if SHARED.is_dir() else []
     if shared:
-        imgs = [read_image(p) for p in shared]
+        imgs = [read_rgb_float(p) for p in shared]
     else:
         data = pytest.importorskip("skimage.data")
         astro = data.astronaut().astype(np.float32) / 255.0
@@ -311,7 +311,7 @@ def test_stage2_v2_trains_only_encoder_and_main_branch(assets, tmp_path):
         out = net(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert out["main_dec"].shape == (1, 3, 64, 64)
     assert len(list((tmp_path / "val" / "step_00000001").glob("*.png"))) == 2
-    grid = read_image(tmp_path / "images" / "step_00000001.png")
+    grid = read_rgb_float(tmp_path / "images" / "step_00000001.png")
     assert grid.shape == (2 * 64, 4 * 64, 3)  # two samples; LQ | texture | main | GT
 
 
