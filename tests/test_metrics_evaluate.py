@@ -1,6 +1,5 @@
-"""vqfr.metrics.evaluate on small synthetic images: worker pools, oversized files, metric requirements."""
+"""vqfr.metrics.evaluation on small synthetic images: worker pools, oversized files, metric requirements."""
 
-import importlib
 import struct
 import subprocess
 import sys
@@ -13,12 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
+import vqfr.metrics.evaluation as evaluation_module
 from vqfr.cli import main
 from vqfr.errors import VQFRError
 from vqfr.metrics import EvalOptions, calculate_niqe, calculate_psnr, calculate_ssim, evaluate
-from vqfr.metrics.evaluate import read_image
-
-evaluate_module = importlib.import_module("vqfr.metrics.evaluate")  # the package exports a function of that name
+from vqfr.metrics.evaluation import read_bgr_uint8
 
 
 def _folders(tmp_path, size=(32, 32), n=3):
@@ -78,9 +76,9 @@ def _dying_worker(*args):
 
 def test_a_broken_worker_pool_falls_back_to_this_process(tmp_path, monkeypatch):
     gt, res = _folders(tmp_path)
-    if evaluate_module.start_method("cpu") != "fork":
+    if evaluation_module.start_method("cpu") != "fork":
         pytest.skip("the patched initializer only reaches forked workers")
-    monkeypatch.setattr(evaluate_module, "_init_worker", _dying_worker)
+    monkeypatch.setattr(evaluation_module, "_init_worker", _dying_worker)
     ev = evaluate(res, gt, options=EvalOptions(metrics=("psnr",)), workers=2)
     assert len(ev.results) == 3 and ev.problems == []
     assert ev.notes == ["worker processes failed; scored 3 of 3 image(s) in this process instead"]
@@ -92,7 +90,7 @@ def test_oversized_image_is_one_clean_line(tmp_path, capsys):
     big = tmp_path / "huge.png"
     big.write_bytes(_png_header_only(60000, 60000))
     with pytest.raises(VQFRError) as err:
-        read_image(big)
+        read_bgr_uint8(big)
     assert str(err.value) == (
         f"cannot read {big}: too large to decode: 60000x60000 pixels (OpenCV's limit is set by CV_IO_MAX_IMAGE_PIXELS)"
     )
@@ -158,7 +156,7 @@ def test_truncated_png_is_refused_without_libpng_noise(tmp_path, capfd, truncate
     cut = tmp_path / "cut.png"
     cut.write_bytes(truncated_png(200, 200, 10))
     with pytest.raises(VQFRError) as err:
-        read_image(cut)
+        read_bgr_uint8(cut)
     assert str(err.value) == f"cannot read {cut}: truncated or corrupt (its image data stops after 10 of 200 rows)"
     assert capfd.readouterr().err == ""
 
@@ -189,7 +187,7 @@ def test_evaluate_refuses_an_unwritable_out_before_scoring(tmp_path, capsys, mon
     gt, res = _folders(tmp_path, n=2)
     real_access = os.access
     monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
-    monkeypatch.setattr(evaluate_module, "pair_files", lambda *a: pytest.fail("scored before checking --out"))
+    monkeypatch.setattr(evaluation_module, "pair_files", lambda *a: pytest.fail("scored before checking --out"))
     rc = main(["evaluate", "--restored", str(res), "--gt", str(gt), "--out", str(tmp_path / "r"), "--workers", "1"])
     assert rc == 2
     assert capsys.readouterr().err == f"vqfr evaluate: error: --out {tmp_path / 'r'}: {tmp_path} is not writable\n"
