@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ALIGNED_FACES
 
 from vqfr.cli import main
 from vqfr.data import (
@@ -21,14 +22,12 @@ from vqfr.data import (
 from vqfr.data.images import read_rgb_float, write_png
 from vqfr.errors import VQFRError
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
-
 
 def _faces(folder: Path, n: int = 4, size: int = 96) -> list[np.ndarray]:
     """A few face images: the shared aligned faces when present, else smooth synthetic ones."""
     folder.mkdir(parents=True, exist_ok=True)
     imgs = []
-    shared = sorted(SHARED.glob("*.png"))[:n] if SHARED.is_dir() else []
+    shared = sorted(ALIGNED_FACES.glob("*.png"))[:n] if ALIGNED_FACES.is_dir() else []
     for i in range(n):
         if i < len(shared):
             import cv2

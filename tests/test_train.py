@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ALIGNED_FACES
 
 from vqfr.cli import main
 from vqfr.data.images import read_rgb_float, write_png
@@ -25,7 +26,6 @@ from vqfr.train.perceptual import MobileNetV2
 from vqfr.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("assets")
     faces = root / "faces"
     faces.mkdir()
-    shared = sorted(SHARED.glob("*.png"))[:4] if SHARED.is_dir() else []
+    shared = sorted(ALIGNED_FACES.glob("*.png"))[:4] if ALIGNED_FACES.is_dir() else []
     if shared:
         imgs = [read_rgb_float(p) for p in shared]
     else:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES
 from PIL import Image
 
 from vqfr.cli import main
@@ -23,7 +24,7 @@ from vqfr.errors import VQFRError
 from vqfr.web.handlers import RestorerPool, RestoreService, model_choices
 
 ROOT = Path(__file__).resolve().parents[1]
-ALIGNED = ROOT.parent / "shared" / "data" / "real_lq" / "aligned" / "Adele_crop.png"
+ALIGNED = ALIGNED_FACES / "Adele_crop.png"
 
 
 @pytest.fixture(scope="module")
