@@ -32,13 +32,13 @@ def _faces(folder: Path, size: int, n: int = 4) -> None:
     import cv2
     import numpy as np
 
-    from vqfr.data.images import read_image, write_png
+    from vqfr.data.images import read_rgb_float, write_png
 
     folder.mkdir(parents=True, exist_ok=True)
     shared = sorted(SHARED.glob("*.png"))[:n] if SHARED.is_dir() else []
     for i in range(n):
         if i < len(shared):
-            img = read_image(shared[i])
+            img = read_rgb_float(shared[i])
         else:
             rng = np.random.default_rng(i)
             img = cv2.GaussianBlur(rng.uniform(0, 1, (size, size, 3)).astype(np.float32), (0, 0), 8)

@@ -1,4 +1,4 @@
-"""Fixtures shared by several test files."""
+"""Fixtures and constants shared by several test files (import the constants with ``from conftest import ...``)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The shared test photos (never copied into the repository): ../shared/data next to the checkout.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+REAL_LQ = SHARED_DATA / "real_lq"  # whole/ photos and aligned/ 512 px face crops
+ALIGNED_FACES = REAL_LQ / "aligned"
+needs_shared_data = pytest.mark.skipif(not REAL_LQ.is_dir(), reason=f"shared test photos not found at {REAL_LQ}")
 
 
 @pytest.fixture
@@ -42,21 +47,46 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
         proc.communicate("")
 
 
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_bytes(width: int, height: int, raw: bytes, interlace: int = 0) -> bytes:
+    """An 8-bit RGB PNG of ``width x height`` whose image data is ``raw`` (filtered scanlines), compressed."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    chunks = png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
 def _truncated_png(width: int, height: int, rows: int) -> bytes:
     """An RGB PNG whose header promises ``width x height`` pixels but whose (valid) image data holds ``rows`` rows."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    raw = b"".join(b"\x00" + bytes([120]) * (3 * width) for _ in range(rows))
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    return png_bytes(width, height, b"".join(b"\x00" + bytes([120]) * (3 * width) for _ in range(rows)))
 
 
 @pytest.fixture
 def truncated_png() -> Callable[[int, int, int], bytes]:
-    """``truncated_png(width, height, rows)``: PNG bytes whose image data stops after ``rows`` rows."""
+    """``truncated_png(width, height, rows)``: PNG bytes whose image data stops after ``rows`` rows;
+    ``rows=0`` is a header-only PNG (how a decompression bomb is probed without its pixels)."""
     return _truncated_png
+
+
+def write_tiny_lpips(folder: Path, seed: int = 0):
+    """LPIPS with narrow VGG stages (same code as the published widths, tiny files) and random weights,
+    saved as the two published files are laid out; returns (network, linear-layers file, VGG file)."""
+    import torch
+
+    from vqfr.nn.perceptual import LPIPS
+
+    torch.manual_seed(seed)
+    net = LPIPS((4, 6, 8, 8, 8))
+    for p in net.linear.parameters():
+        p.data.uniform_(0, 1)  # LPIPS weights are non-negative
+    vgg = {f"features.{k}": v for k, v in net.features.state_dict().items()}
+    vgg["classifier.0.weight"] = torch.zeros(2, 2)  # a torchvision VGG file also holds the classifier
+    torch.save(vgg, folder / "vgg16.pth")
+    torch.save(net.linear.state_dict(), folder / "lin.pth")
+    return net, folder / "lin.pth", folder / "vgg16.pth"
 
 
 def write_tiny_checkpoint(path: Path, arch: str = "VQFRv2", seed: int = 0, noise: float = 0.0) -> Path:
@@ -83,7 +113,7 @@ def write_tiny_checkpoint(path: Path, arch: str = "VQFRv2", seed: int = 0, noise
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint() -> Callable[[Path, str], Path]:
-    """``tiny_checkpoint(path, arch)``: a tiny random VQFRv1/VQFRv2 checkpoint for end-to-end tests."""
+    """``tiny_checkpoint(path, arch)``: a tiny random checkpoint of ``arch`` (64 px) for end-to-end tests."""
     return write_tiny_checkpoint
 
 

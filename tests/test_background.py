@@ -58,15 +58,7 @@ def test_bad_weights_are_one_line_errors(tmp_path):
         RealESRGANUpsampler(tmp_path / "missing.pth")
 
 
-def test_cli_restore_with_realesrgan_background(tmp_path):
-    from vqfr.nn.checkpoint import build_network, save_checkpoint
-    from vqfr.nn.configs import tiny_config
-
-    torch.manual_seed(0)
-    cfg = tiny_config("VQFRv2")
-    save_checkpoint(
-        tmp_path / "net.pth", build_network("VQFRv2", cfg), arch="VQFRv2", config=cfg, extra={"face_size": 64}
-    )
+def test_cli_restore_with_realesrgan_background(tmp_path, tiny_v2_checkpoint):
     _weights(tmp_path / "bg.pth", scale=2)
     src = tmp_path / "in"
     src.mkdir()
@@ -81,7 +73,7 @@ def test_cli_restore_with_realesrgan_background(tmp_path):
             "-o",
             str(tmp_path / "out"),
             "--model",
-            str(tmp_path / "net.pth"),
+            str(tiny_v2_checkpoint),
             "-s",
             "3",
             "--bg-upsampler",

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ALIGNED_FACES
 
 from vqfr.cli import main
 from vqfr.data import (
@@ -18,22 +19,20 @@ from vqfr.data import (
     make_paired_testset,
     write_lmdb,
 )
-from vqfr.data.images import read_image, write_png
+from vqfr.data.images import read_rgb_float, write_png
 from vqfr.errors import VQFRError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
 
 
 def _faces(folder: Path, n: int = 4, size: int = 96) -> list[np.ndarray]:
     """A few face images: the shared aligned faces when present, else smooth synthetic ones."""
     folder.mkdir(parents=True, exist_ok=True)
     imgs = []
-    shared = sorted(SHARED.glob("*.png"))[:n] if SHARED.is_dir() else []
+    shared = sorted(ALIGNED_FACES.glob("*.png"))[:n] if ALIGNED_FACES.is_dir() else []
     for i in range(n):
         if i < len(shared):
             import cv2
 
-            img = cv2.resize(read_image(shared[i]), (size, size), interpolation=cv2.INTER_AREA)
+            img = cv2.resize(read_rgb_float(shared[i]), (size, size), interpolation=cv2.INTER_AREA)
         else:
             rng = np.random.default_rng(i)
             img = np.clip(rng.uniform(0.2, 0.8, (1, 1, 3)) + 0.1 * rng.standard_normal((size, size, 3)), 0, 1)
@@ -98,7 +97,8 @@ def test_paired_testset_is_reproducible_and_survives_a_bad_file(tmp_path, capsys
     assert "skipped broken" in captured.err and "wrote 3 pairs" in captured.out
     make_paired_testset(tmp_path / "hq", tmp_path / "b", DegradationConfig(), seed=5, size=64)
     for name in ("face0", "face1", "face2"):
-        la, lb = read_image(tmp_path / "a" / "lq" / f"{name}.png"), read_image(tmp_path / "b" / "lq" / f"{name}.png")
+        la = read_rgb_float(tmp_path / "a" / "lq" / f"{name}.png")
+        lb = read_rgb_float(tmp_path / "b" / "lq" / f"{name}.png")
         assert la.shape == (64, 64, 3) and np.array_equal(la, lb)
         assert (tmp_path / "a" / "gt" / f"{name}.png").is_file()
     meta = (tmp_path / "a" / "degradations.json").read_text()
@@ -106,7 +106,7 @@ def test_paired_testset_is_reproducible_and_survives_a_bad_file(tmp_path, capsys
     other = make_paired_testset(tmp_path / "hq", tmp_path / "c", DegradationConfig(), seed=6, size=64)
     assert len(other.written) == 3
     assert not np.array_equal(
-        read_image(tmp_path / "c" / "lq" / "face0.png"), read_image(tmp_path / "a" / "lq" / "face0.png")
+        read_rgb_float(tmp_path / "c" / "lq" / "face0.png"), read_rgb_float(tmp_path / "a" / "lq" / "face0.png")
     )
     # validation pairs read back by name
     pairs = PairedFaceDataset(tmp_path / "a" / "gt", 64, lq_root=tmp_path / "a" / "lq")
@@ -142,11 +142,11 @@ def _one_line_error(capsys, argv: list[str]) -> str:
 
 
 def test_empty_image_is_skipped_by_degrade_and_named_by_the_dataset(tmp_path, capsys):
-    from vqfr.data.images import decode_image
+    from vqfr.data.images import decode_rgb_float
 
     for data in (b"", b"\x89PNG\r\n\x1a\n"):
         with pytest.raises(VQFRError, match="cannot decode image x.png"):
-            decode_image(data, "x.png")
+            decode_rgb_float(data, "x.png")
     _faces(tmp_path / "hq", n=2, size=64)
     (tmp_path / "hq" / "empty.png").write_bytes(b"")
     rc = main(["degrade", str(tmp_path / "hq"), str(tmp_path / "out"), "--size", "64"])
@@ -289,10 +289,10 @@ def test_degrade_messages_stay_one_line_per_file(tmp_path, capsys):
 
 
 def test_training_reader_rejects_truncated_png_quietly(tmp_path, capfd, truncated_png):
-    from vqfr.data.images import decode_image
+    from vqfr.data.images import decode_rgb_float
 
     with pytest.raises(VQFRError) as e:
-        decode_image(truncated_png(200, 200, 10), "t.png")
+        decode_rgb_float(truncated_png(200, 200, 10), "t.png")
     assert str(e.value) == "cannot decode image t.png: truncated or corrupt (its image data stops after 10 of 200 rows)"
     assert capfd.readouterr().err == ""  # no "libpng error" line from OpenCV
 
@@ -331,7 +331,7 @@ def test_degrade_checks_the_output_is_writable_first(tmp_path, capsys, monkeypat
     def no_read(path):
         raise AssertionError("images read before the output was checked")
 
-    monkeypatch.setattr(testset_mod, "read_image", no_read)
+    monkeypatch.setattr(testset_mod, "read_rgb_float", no_read)
     err = _one_line_error(capsys, ["degrade", str(tmp_path / "hq"), str(tmp_path / "out")])
     assert err == f"vqfr degrade: error: cannot write the test set to {tmp_path / 'out'}: {tmp_path} is not writable"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_LQ, needs_shared_data
 
 from vqfr.cli import main
 from vqfr.errors import VQFRError
@@ -17,8 +17,6 @@ from vqfr.face import DetectedFace, FaceDetector, face_template
 from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS, Detector, DetectorEntry, make_detector
 from vqfr.io import read_image, write_image
 
-REAL_LQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq"
-needs_data = pytest.mark.skipif(not REAL_LQ.is_dir(), reason=f"shared test photos not found at {REAL_LQ}")
 HAS_MTCNN_WEIGHTS = importlib.util.find_spec("facenet_pytorch") is not None
 needs_mtcnn = pytest.mark.skipif(
     not HAS_MTCNN_WEIGHTS,
@@ -217,7 +215,7 @@ def test_weights_load_without_importing_facenet_pytorch_or_torchvision(mtcnn):
 
 
 @needs_mtcnn
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("rel, count", [("whole/10045.png", 3), ("whole/Blake_Lively.jpg", 2), ("whole/00.jpg", 2)])
 def test_mtcnn_finds_the_faces_in_the_shared_photos_with_landmarks_near_dlibs(mtcnn, hog, rel, count):
     image = read_image(REAL_LQ / rel).pixels
@@ -244,7 +242,7 @@ def test_mtcnn_finds_the_faces_in_the_shared_photos_with_landmarks_near_dlibs(mt
 
 
 @needs_mtcnn
-@needs_data
+@needs_shared_data
 def test_mtcnn_finds_small_and_rotated_faces_on_a_composed_canvas(mtcnn, canvas):
     image, truths = canvas
     found = mtcnn.detect(image)
@@ -259,7 +257,7 @@ def test_mtcnn_finds_small_and_rotated_faces_on_a_composed_canvas(mtcnn, canvas)
 
 
 @needs_mtcnn
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("angle", [-30, 30])
 def test_rotated_face_is_found_and_its_eye_line_follows(mtcnn, angle):
     face = read_image(REAL_LQ / "aligned" / "Adele_crop.png").pixels
@@ -280,7 +278,7 @@ def test_mtcnn_on_images_without_faces_or_too_small(mtcnn):
 
 
 @needs_mtcnn
-@needs_data
+@needs_shared_data
 def test_large_images_are_searched_reduced_but_reported_at_full_size(canvas):
     from vqfr.face.mtcnn import MTCNNDetector
 

@@ -2,18 +2,17 @@
 
 import csv
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import ALIGNED_FACES, needs_shared_data, write_tiny_lpips
 
 from vqfr.cli import main
 from vqfr.metrics import calculate_niqe, calculate_psnr, calculate_ssim, psnr_ssim_pair
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
-pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
+pytestmark = needs_shared_data
 NAMES = ("Adele_crop", "Julia_Roberts_crop", "Paris_Hilton_crop")
 
 
@@ -33,7 +32,7 @@ def folders(tmp_path):
     for d in (gt, res, lq):
         d.mkdir()
     for i, name in enumerate(NAMES):
-        face = cv2.resize(cv2.imread(str(FACES / f"{name}.png")), (192, 192), interpolation=cv2.INTER_AREA)
+        face = cv2.resize(cv2.imread(str(ALIGNED_FACES / f"{name}.png")), (192, 192), interpolation=cv2.INTER_AREA)
         cv2.imwrite(str(gt / f"{name}.png"), face)
         cv2.imwrite(str(res / f"{name}.png"), cv2.GaussianBlur(face, (0, 0), 0.8 + i))
         cv2.imwrite(str(lq / f"{name}.jpg"), cv2.resize(face, (48, 48)))
@@ -208,12 +207,8 @@ def test_parallel_workers_give_the_same_numbers(folders, tmp_path, capsys):
 def test_learned_metrics_with_weight_files(folders, tmp_path, capsys):
     from vqfr.metrics.arcface import ArcFaceResNet18
     from vqfr.metrics.inception import FIDInceptionV3
-    from vqfr.metrics.lpips import LPIPS
 
-    torch.manual_seed(0)
-    lp = LPIPS((4, 6, 8, 8, 8))
-    torch.save({f"features.{k}": v for k, v in lp.features.state_dict().items()}, tmp_path / "vgg.pth")
-    torch.save(lp.linear.state_dict(), tmp_path / "lin.pth")
+    write_tiny_lpips(tmp_path)
     torch.save(FIDInceptionV3().state_dict(), tmp_path / "incep.pth")
     torch.save(ArcFaceResNet18().state_dict(), tmp_path / "arc.pth")
     gt, res, _ = folders
@@ -230,7 +225,7 @@ def test_learned_metrics_with_weight_files(folders, tmp_path, capsys):
         "--lpips-weights",
         tmp_path / "lin.pth",
         "--lpips-vgg-weights",
-        tmp_path / "vgg.pth",
+        tmp_path / "vgg16.pth",
         "--fid-weights",
         tmp_path / "incep.pth",
         "--arcface-weights",

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_LQ, needs_shared_data
 
 from vqfr.face import (
     DetectedFace,
@@ -22,9 +21,6 @@ from vqfr.face import (
     warp_affine,
 )
 from vqfr.io import read_image
-
-REAL_LQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq"
-needs_data = pytest.mark.skipif(not REAL_LQ.is_dir(), reason=f"shared test photos not found at {REAL_LQ}")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,7 @@ def detections(detector):
     return get
 
 
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("rel, count", [("whole/10045.png", 3), ("whole/Blake_Lively.jpg", 2), ("whole/00.jpg", 2)])
 def test_face_count_on_real_photos(detections, rel, count):
     image, faces = detections(rel)
@@ -65,7 +61,7 @@ def test_face_count_on_real_photos(detections, rel, count):
     assert areas == sorted(areas, reverse=True)
 
 
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("name", ["Adele", "Julia_Roberts", "Justin_Timberlake", "Paris_Hilton"])
 def test_realigning_peer_aligned_crops_is_nearly_identity(detections, name):
     """The shared crops were FFHQ-aligned by the peers' pipeline; aligning them again must barely move them."""
@@ -80,7 +76,7 @@ def test_realigning_peer_aligned_crops_is_nearly_identity(detections, name):
     assert 0.94 < scale < 1.06 and abs(angle) < 5 and centre_shift < 8
 
 
-@needs_data
+@needs_shared_data
 def test_alignment_puts_real_eyes_on_the_template(detections):
     image, faces = detections("whole/Blake_Lively.jpg")
     for face in faces:
@@ -134,7 +130,7 @@ def test_feather_mask_fades_inside_the_crop():
     assert np.abs(np.diff(profile)).max() < 0.25
 
 
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("upscale", [1, 2, 3])
 def test_pasting_unchanged_crops_gives_back_the_background(detections, upscale):
     """Identity 'restoration': align, paste straight back. No seam, nothing moved, outside untouched."""

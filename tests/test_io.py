@@ -104,22 +104,10 @@ def test_pixel_limit_refused_before_decoding(tmp_path):
     assert read_image(path, max_pixels=None).pixels.shape == (2000, 3000)
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims a size in its IHDR and holds no pixel data (a decompression-bomb probe)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 @pytest.mark.parametrize("side", [12_000, 60_000])  # under and over Pillow's own bomb error threshold
-def test_huge_header_gets_our_message_and_no_pillow_warning(tmp_path, side):
+def test_huge_header_gets_our_message_and_no_pillow_warning(tmp_path, side, truncated_png):
     path = tmp_path / "bomb.png"
-    path.write_bytes(_png_header_only(side, side))
+    path.write_bytes(truncated_png(side, side, 0))  # the header only
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a DecompressionBombWarning would fail the test
         with pytest.raises(VQFRError, match=r"megapixels, above the limit of 100\.0 megapixels.*--max-pixels"):
@@ -215,8 +203,7 @@ def test_short_png_with_a_huge_header_costs_no_memory(tmp_path, truncated_png):
 
 
 def test_interlaced_and_every_png_layout_still_read(tmp_path):
-    import struct
-    import zlib
+    from conftest import png_bytes
 
     from vqfr.io.read import png_data_problem
 
@@ -225,14 +212,8 @@ def test_interlaced_and_every_png_layout_still_read(tmp_path):
     adam7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
     for x0, y0, dx, dy in adam7:
         raw += b"".join(b"\x00" + row.tobytes() for row in img[y0::dy, x0::dx])
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    head = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 53, 37, 8, 2, 0, 0, 1))
-    whole = head + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
-    np.testing.assert_array_equal(read_image(whole).pixels, img)
-    short = head + chunk(b"IDAT", zlib.compress(raw[:-5])) + chunk(b"IEND", b"")
+    np.testing.assert_array_equal(read_image(png_bytes(53, 37, raw, interlace=1)).pixels, img)
+    short = png_bytes(53, 37, raw[:-5], interlace=1)
     assert png_data_problem(short) == "its image data stops early"
     for mode in ("1", "L", "P", "LA", "RGB", "RGBA", "I;16"):
         data = _pil_bytes(Image.fromarray(_rgb(37, 53)).convert(mode), "PNG")

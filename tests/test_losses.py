@@ -26,7 +26,7 @@ from vqfr.train.losses import (
     r1_penalty,
 )
 from vqfr.train.perceptual import (
-    LPIPS,
+    LPIPSLoss,
     MobileNetPerceptual,
     MobileNetV2,
     build_perceptual,
@@ -125,7 +125,7 @@ def _lpips_files(tmp_path):
 def test_lpips_loads_user_weights_and_measures_distance(tmp_path):
     vgg, lin = _lpips_files(tmp_path)
     lp = build_perceptual({"type": "auto", "vgg_weights": str(vgg), "lin_weights": str(lin), "style_weight": 1.0})
-    assert isinstance(lp, LPIPS) and lp.name == "lpips-vgg16"
+    assert isinstance(lp, LPIPSLoss) and lp.name == "lpips-vgg16"
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     same, style = lp(x, x)
     near, _ = lp(x, (x + 0.05 * torch.randn_like(x)).clamp(-1, 1))
@@ -136,7 +136,7 @@ def test_lpips_loads_user_weights_and_measures_distance(tmp_path):
     assert not lp.training and not any(p.requires_grad for p in lp.parameters())
     torch.save({"lin0.model.1.weight": torch.ones(1, 3, 1, 1)}, tmp_path / "badlin.pth")
     with pytest.raises(VQFRError, match="linear-head"):
-        LPIPS(vgg, tmp_path / "badlin.pth")
+        LPIPSLoss(vgg, tmp_path / "badlin.pth")
     with pytest.raises(VQFRError, match="not found"):
         build_perceptual({"type": "lpips", "vgg_weights": str(tmp_path / "nope.pth"), "lin_weights": str(lin)})
 

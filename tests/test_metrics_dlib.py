@@ -1,17 +1,15 @@
 """Offline identity and landmark distances with dlib, on real face photos."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES, needs_shared_data
 
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
-pytestmark = pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
+pytestmark = needs_shared_data
 
 
 def _rgb(name):
-    return np.ascontiguousarray(cv2.imread(str(FACES / name))[:, :, ::-1])
+    return np.ascontiguousarray(cv2.imread(str(ALIGNED_FACES / name))[:, :, ::-1])
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,20 @@
-"""vqfr.metrics.evaluate on small synthetic images: worker pools, oversized files, metric requirements."""
+"""vqfr.metrics.evaluation on small synthetic images: worker pools, oversized files, metric requirements."""
 
-import importlib
-import struct
 import subprocess
 import sys
 import textwrap
 import warnings
-import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+import vqfr.metrics.evaluation as evaluation_module
 from vqfr.cli import main
 from vqfr.errors import VQFRError
 from vqfr.metrics import EvalOptions, calculate_niqe, calculate_psnr, calculate_ssim, evaluate
-from vqfr.metrics.evaluate import read_image
-
-evaluate_module = importlib.import_module("vqfr.metrics.evaluate")  # the package exports a function of that name
+from vqfr.metrics.evaluation import read_bgr_uint8
 
 
 def _folders(tmp_path, size=(32, 32), n=3):
@@ -32,16 +28,6 @@ def _folders(tmp_path, size=(32, 32), n=3):
         cv2.imwrite(str(gt / f"{i}.png"), img)
         cv2.imwrite(str(res / f"{i}.png"), img + rng.integers(0, 40, img.shape, dtype=np.uint8))
     return gt, res
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels, with almost no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
 
 
 def test_workers_from_a_script_without_main_guard(tmp_path):
@@ -78,9 +64,9 @@ def _dying_worker(*args):
 
 def test_a_broken_worker_pool_falls_back_to_this_process(tmp_path, monkeypatch):
     gt, res = _folders(tmp_path)
-    if evaluate_module.start_method("cpu") != "fork":
+    if evaluation_module.start_method("cpu") != "fork":
         pytest.skip("the patched initializer only reaches forked workers")
-    monkeypatch.setattr(evaluate_module, "_init_worker", _dying_worker)
+    monkeypatch.setattr(evaluation_module, "_init_worker", _dying_worker)
     ev = evaluate(res, gt, options=EvalOptions(metrics=("psnr",)), workers=2)
     assert len(ev.results) == 3 and ev.problems == []
     assert ev.notes == ["worker processes failed; scored 3 of 3 image(s) in this process instead"]
@@ -88,11 +74,11 @@ def test_a_broken_worker_pool_falls_back_to_this_process(tmp_path, monkeypatch):
     assert [r.values for r in ev.results] == [r.values for r in ref.results]
 
 
-def test_oversized_image_is_one_clean_line(tmp_path, capsys):
+def test_oversized_image_is_one_clean_line(tmp_path, capsys, truncated_png):
     big = tmp_path / "huge.png"
-    big.write_bytes(_png_header_only(60000, 60000))
+    big.write_bytes(truncated_png(60000, 60000, 0))  # the header only
     with pytest.raises(VQFRError) as err:
-        read_image(big)
+        read_bgr_uint8(big)
     assert str(err.value) == (
         f"cannot read {big}: too large to decode: 60000x60000 pixels (OpenCV's limit is set by CV_IO_MAX_IMAGE_PIXELS)"
     )
@@ -158,7 +144,7 @@ def test_truncated_png_is_refused_without_libpng_noise(tmp_path, capfd, truncate
     cut = tmp_path / "cut.png"
     cut.write_bytes(truncated_png(200, 200, 10))
     with pytest.raises(VQFRError) as err:
-        read_image(cut)
+        read_bgr_uint8(cut)
     assert str(err.value) == f"cannot read {cut}: truncated or corrupt (its image data stops after 10 of 200 rows)"
     assert capfd.readouterr().err == ""
 
@@ -189,7 +175,7 @@ def test_evaluate_refuses_an_unwritable_out_before_scoring(tmp_path, capsys, mon
     gt, res = _folders(tmp_path, n=2)
     real_access = os.access
     monkeypatch.setattr(paths_mod.os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
-    monkeypatch.setattr(evaluate_module, "pair_files", lambda *a: pytest.fail("scored before checking --out"))
+    monkeypatch.setattr(evaluation_module, "pair_files", lambda *a: pytest.fail("scored before checking --out"))
     rc = main(["evaluate", "--restored", str(res), "--gt", str(gt), "--out", str(tmp_path / "r"), "--workers", "1"])
     assert rc == 2
     assert capsys.readouterr().err == f"vqfr evaluate: error: --out {tmp_path / 'r'}: {tmp_path} is not writable\n"

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import write_tiny_lpips
 
 from vqfr.errors import VQFRError
 from vqfr.metrics.arcface import ArcFaceResNet18, arcface_distance, load_arcface
@@ -21,21 +22,6 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-TINY = (4, 6, 8, 8, 8)  # narrow VGG stages: same code path as the published widths, tiny files
-
-
-def _random_lpips_files(tmp_path, seed=0):
-    torch.manual_seed(seed)
-    net = LPIPS(TINY)
-    for p in net.linear.parameters():
-        p.data.uniform_(0, 1)  # LPIPS weights are non-negative
-    vgg = {f"features.{k}": v for k, v in net.features.state_dict().items()}
-    vgg["classifier.0.weight"] = torch.zeros(2, 2)  # a torchvision VGG file also holds the classifier
-    torch.save(vgg, tmp_path / "vgg16.pth")
-    torch.save(net.linear.state_dict(), tmp_path / "lin.pth")
-    return net, tmp_path / "lin.pth", tmp_path / "vgg16.pth"
-
-
 def test_lpips_published_layout():
     keys = LPIPS().state_dict()
     assert tuple(keys["features.28.weight"].shape) == (512, 512, 3, 3)
@@ -44,7 +30,7 @@ def test_lpips_published_layout():
 
 
 def test_lpips_loads_and_behaves_like_a_distance(tmp_path):
-    _, lin, vgg = _random_lpips_files(tmp_path)
+    _, lin, vgg = write_tiny_lpips(tmp_path)
     net = load_lpips(lin, vgg)
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 32, 32, generator=g) * 2 - 1
@@ -58,7 +44,7 @@ def test_lpips_loads_and_behaves_like_a_distance(tmp_path):
 
 
 def test_lpips_first_stage_by_hand(tmp_path):
-    net, _, _ = _random_lpips_files(tmp_path)
+    net, _, _ = write_tiny_lpips(tmp_path)
     for i in range(5):
         net.linear[i].model[1].weight.data.zero_()
     net.linear[0].model[1].weight.data.fill_(1.0)  # keep only relu1_2 with unit weights
@@ -80,7 +66,7 @@ def test_lpips_first_stage_by_hand(tmp_path):
 
 
 def test_lpips_wrong_file_is_a_one_line_error(tmp_path):
-    _, lin, vgg = _random_lpips_files(tmp_path)
+    _, lin, vgg = write_tiny_lpips(tmp_path)
     with pytest.raises(VQFRError, match="does not fit") as err:
         load_lpips(vgg, vgg)  # backbone file given as the linear layers
     assert "\n" not in str(err.value)

@@ -1,15 +1,12 @@
 """NIQE and the MATLAB-style resize it depends on."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES, needs_shared_data
 
 from vqfr.metrics import calculate_niqe, imresize
 from vqfr.metrics.niqe import estimate_aggd_param, pristine_params
-
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
 
 
 def test_imresize_keeps_constants_and_linear_ramps():
@@ -76,8 +73,8 @@ BASICSR_NIQE = {
 }
 
 
-@pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
+@needs_shared_data
 @pytest.mark.parametrize("name", list(BASICSR_NIQE))
 def test_matches_basicsr_on_real_faces(name):
-    img = cv2.imread(str(FACES / name))
+    img = cv2.imread(str(ALIGNED_FACES / name))
     assert calculate_niqe(img, 0) == pytest.approx(BASICSR_NIQE[name], abs=NIQE_ABS)

@@ -1,14 +1,11 @@
 """PSNR/SSIM: hand-checkable cases, a direct SSIM formula, and BasicSR 1.4.2's numbers on real faces."""
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES, needs_shared_data
 
 from vqfr.metrics import calculate_psnr, calculate_ssim, correct_mean_var, psnr_ssim_pair, to_y_channel
-
-FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
 
 
 def _rng():
@@ -119,12 +116,12 @@ BASICSR = {
 }
 
 
-@pytest.mark.skipif(not FACES.is_dir(), reason="shared face photos not present")
+@needs_shared_data
 @pytest.mark.parametrize("key", list(BASICSR))
 def test_matches_basicsr_on_real_faces(key):
     y, crop, cmv = key
-    gt = cv2.imread(str(FACES / "Adele_crop.png"))
-    restored = cv2.imread(str(FACES / "Julia_Roberts_crop.png"))
+    gt = cv2.imread(str(ALIGNED_FACES / "Adele_crop.png"))
+    restored = cv2.imread(str(ALIGNED_FACES / "Julia_Roberts_crop.png"))
     psnr, ssim = psnr_ssim_pair(restored, gt, crop, y, cmv)
     # Measured spread between two x86-64 machines: 0. The tolerances still allow for other CPUs: the
     # Y conversion and the mean/variance correction are float32 and numpy/OpenCV pick SIMD reduction

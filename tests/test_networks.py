@@ -150,3 +150,24 @@ def test_kmeans_quantizer_warmup_and_reestimation():
     assert not torch.equal(before, q.embedding.weight)
     _, loss = net(_image(), iters=30)
     assert float(loss) > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda a: a["Level_16"].update(channel=999), "align_opt.Level_16.channel is 999, but the channel multipliers"),
+        (lambda a: a["Level_2"].update(previous_offset_channel=8), "align_opt.Level_2.previous_offset_channel is 8"),
+        (lambda a: a["Level_4"].update(colour="red"), "align_opt.Level_4: unknown key 'colour'"),
+        (lambda a: a["Level_1"].pop("cond_channels"), "align_opt.Level_1: missing key 'cond_channels'"),
+        (lambda a: a.pop("Level_2"), "align_opt needs the levels Level_32, Level_16, Level_8, Level_4, Level_2, "),
+    ],
+)
+def test_vqfrv1_align_opt_is_checked_not_ignored(change, expected):
+    from vqfr.errors import VQFRError
+
+    config = tiny_config("VQFRv1")
+    change(config["align_opt"])
+    with pytest.raises(VQFRError) as e:
+        build_network("VQFRv1", config)
+    assert str(e.value).startswith("invalid configuration for VQFRv1: ") and expected in str(e.value)
+    assert "\n" not in str(e.value)

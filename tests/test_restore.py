@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import REAL_LQ, needs_shared_data
 from PIL import Image
 
 from vqfr.cli import main
@@ -23,9 +24,6 @@ from vqfr.io import read_image, write_image
 from vqfr.restore import FaceRestorer, zoo
 from vqfr.restore.batch import collect_inputs, output_stems
 from vqfr.restore.zoo import ZooModel, download_file, resolve_weights
-
-REAL_LQ = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq"
-needs_data = pytest.mark.skipif(not REAL_LQ.is_dir(), reason=f"shared test photos not found at {REAL_LQ}")
 
 
 # ---------------------------------------------------------------- fixtures
@@ -79,7 +77,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 # ---------------------------------------------------------------- Python API
-@needs_data
+@needs_shared_data
 def test_restore_array_returns_image_and_faces(restorer, portrait):
     result = restorer.restore(portrait)
     h, w = portrait.shape[:2]
@@ -98,7 +96,7 @@ def test_restore_array_returns_image_and_faces(restorer, portrait):
     assert not np.array_equal(result.image, background)
 
 
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("upscale", [1, 1.5, 3, 4])
 def test_output_size_follows_upscale(restorer, portrait, upscale):
     result = restorer.restore(portrait, upscale=upscale)
@@ -107,7 +105,7 @@ def test_output_size_follows_upscale(restorer, portrait, upscale):
     assert len(result.faces) == 1
 
 
-@needs_data
+@needs_shared_data
 def test_gray_input_gives_gray_output(restorer, portrait):
     gray = cv2.cvtColor(portrait, cv2.COLOR_RGB2GRAY)
     result = restorer.restore(gray)
@@ -115,7 +113,7 @@ def test_gray_input_gives_gray_output(restorer, portrait):
     assert len(result.faces) == 1
 
 
-@needs_data
+@needs_shared_data
 def test_rgba_alpha_is_kept_and_resized(restorer, portrait):
     h, w = portrait.shape[:2]
     alpha = np.tile(np.linspace(0, 255, w).astype(np.uint8), (h, 1))
@@ -126,7 +124,7 @@ def test_rgba_alpha_is_kept_and_resized(restorer, portrait):
     assert len(result.faces) == 1
 
 
-@needs_data
+@needs_shared_data
 def test_16bit_input_stays_16bit(restorer, portrait):
     deep = portrait.astype(np.uint16) * 257 + 100
     result = restorer.restore(deep, upscale=1)
@@ -135,7 +133,7 @@ def test_16bit_input_stays_16bit(restorer, portrait):
     assert len(result.faces) == 1
 
 
-@needs_data
+@needs_shared_data
 def test_exif_rotated_jpeg_is_restored_upright(restorer, portrait, tmp_path):
     # store the upright portrait rotated 90 degrees, tagged "rotate 90 CW to display" (orientation 6)
     stored = np.rot90(portrait, k=1)
@@ -148,7 +146,7 @@ def test_exif_rotated_jpeg_is_restored_upright(restorer, portrait, tmp_path):
     assert len(result.faces) == 1
 
 
-@needs_data
+@needs_shared_data
 def test_aligned_face_and_only_center_face(restorer):
     result = restorer.restore(REAL_LQ / "aligned" / "Adele_crop.png", aligned=True, upscale=1)
     assert result.image.shape == (512, 512, 3)
@@ -158,7 +156,7 @@ def test_aligned_face_and_only_center_face(restorer):
     assert [s["reason"] for s in whole.skipped] == ["not the centre face"] * 2  # 3 people found
 
 
-@needs_data
+@needs_shared_data
 def test_tiny_faces_are_skipped_and_reported(tiny_v2, portrait):
     fussy = FaceRestorer(model=str(tiny_v2), device="cpu", upscale=1, min_eye_distance=500)
     result = fussy.restore(portrait)
@@ -212,7 +210,7 @@ def test_bad_arguments_are_one_line_errors(restorer, tiny_v2):
         FaceRestorer(model=str(tiny_v2), min_eye_distance=-1)
 
 
-@needs_data
+@needs_shared_data
 def test_vqfr_v1_checkpoint_notes_that_fidelity_is_ignored(tmp_path, tiny_checkpoint):
     ckpt = tiny_checkpoint(tmp_path / "tiny_v1.pth", "VQFRv1")
     r = FaceRestorer(model=str(ckpt), device="cpu", fidelity=0.2)
@@ -283,7 +281,7 @@ def test_download_verifies_checksum_before_moving_into_place(tmp_path):
 
 
 # ---------------------------------------------------------------- CLI
-@needs_data
+@needs_shared_data
 def test_cli_batch_with_bad_files_goes_on_and_reports(tiny_v2, portrait, tmp_path, capsys):
     inp = tmp_path / "photos"
     inp.mkdir()
@@ -340,7 +338,7 @@ def test_cli_batch_with_bad_files_goes_on_and_reports(tiny_v2, portrait, tmp_pat
     assert read_image(face["restored"]).pixels.shape == (512, 512, 3)
 
 
-@needs_data
+@needs_shared_data
 def test_cli_finds_three_faces_in_10045(tiny_v2, tmp_path):
     out = tmp_path / "out"
     rc = main(
@@ -371,7 +369,7 @@ def test_cli_finds_three_faces_in_10045(tiny_v2, tmp_path):
     assert len(list((out / "cropped_faces").iterdir())) == len(list((out / "cmp").iterdir())) == 3
 
 
-@needs_data
+@needs_shared_data
 def test_cli_aligned_glob_and_gray_rgba_16bit_outputs(tiny_v2, portrait, tmp_path):
     rc = main(
         [
@@ -452,9 +450,8 @@ def _empty(tmp_path: Path) -> Path:
 def test_cli_offline_without_weights_says_where_to_put_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("VQFR_HOME", str(tmp_path / "home"))
     write_image(tmp_path / "in" / "x.png", _no_face())
-    rc = main(
-        ["restore", "-i", str(tmp_path / "in" / "x.png"), "-o", str(tmp_path / "out"), "--model", "VQFR_v2", "--no-download"]
-    )
+    args = ["-o", str(tmp_path / "out"), "--model", "VQFR_v2", "--no-download"]
+    rc = main(["restore", "-i", str(tmp_path / "in" / "x.png"), *args])
     err = capsys.readouterr().err
     assert rc == 2 and str(tmp_path / "home" / "VQFR_v2.pth") in err
     assert len(err.strip().splitlines()) == 1

@@ -290,13 +290,8 @@ def test_cli_export_bad_options_are_one_line_errors(v2, tmp_path, capsys, args, 
     assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".*"))
 
 
-def test_export_refuses_a_stage1_network(tmp_path, capsys):
-    from vqfr.nn.checkpoint import build_network, save_checkpoint
-    from vqfr.nn.configs import tiny_config
-
-    ckpt = tmp_path / "vqgan.pth"
-    config = tiny_config("VQGANv2")
-    save_checkpoint(ckpt, build_network("VQGANv2", config), arch="VQGANv2", config=config)
+def test_export_refuses_a_stage1_network(tmp_path, capsys, tiny_checkpoint):
+    ckpt = tiny_checkpoint(tmp_path / "vqgan.pth", "VQGANv2")
     assert main(["export", str(ckpt), str(tmp_path / "x.onnx"), "-q"]) == 2
     assert "not a VQFR restoration network" in capsys.readouterr().err
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import ALIGNED_FACES
 
 from vqfr.cli import main
-from vqfr.data.images import read_image, write_png
+from vqfr.data.images import read_rgb_float, write_png
 from vqfr.errors import VQFRError
 from vqfr.nn.checkpoint import build_network, load_network, load_state_dict, save_checkpoint
 from vqfr.nn.configs import tiny_config
@@ -25,7 +26,6 @@ from vqfr.train.perceptual import MobileNetV2
 from vqfr.train.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def assets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("assets")
     faces = root / "faces"
     faces.mkdir()
-    shared = sorted(SHARED.glob("*.png"))[:4] if SHARED.is_dir() else []
+    shared = sorted(ALIGNED_FACES.glob("*.png"))[:4] if ALIGNED_FACES.is_dir() else []
     if shared:
-        imgs = [read_image(p) for p in shared]
+        imgs = [read_rgb_float(p) for p in shared]
     else:
         data = pytest.importorskip("skimage.data")
         astro = data.astronaut().astype(np.float32) / 255.0
@@ -311,7 +311,7 @@ def test_stage2_v2_trains_only_encoder_and_main_branch(assets, tmp_path):
         out = net(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert out["main_dec"].shape == (1, 3, 64, 64)
     assert len(list((tmp_path / "val" / "step_00000001").glob("*.png"))) == 2
-    grid = read_image(tmp_path / "images" / "step_00000001.png")
+    grid = read_rgb_float(tmp_path / "images" / "step_00000001.png")
     assert grid.shape == (2 * 64, 4 * 64, 3)  # two samples; LQ | texture | main | GT
 
 

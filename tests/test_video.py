@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES, needs_shared_data
 
 from vqfr.errors import VQFRError
 from vqfr.face.align import face_template
@@ -23,17 +24,15 @@ from vqfr.restore import FaceRestorer  # noqa: E402
 from vqfr.video import VideoRestorer  # noqa: E402
 from vqfr.video.synthetic import face_position, make_face_clip  # noqa: E402
 
-ALIGNED = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_lq" / "aligned"
-needs_data = pytest.mark.skipif(not ALIGNED.is_dir(), reason=f"shared sample faces not found at {ALIGNED}")
 SIZE, FACE = (160, 120), 80
 
 
 # ---------------------------------------------------------------- helpers
 @pytest.fixture(scope="module")
 def face() -> np.ndarray:
-    if not ALIGNED.is_dir():
-        pytest.skip(f"shared sample faces not found at {ALIGNED}")
-    return cv2.cvtColor(cv2.imread(str(ALIGNED / "Adele_crop.png")), cv2.COLOR_BGR2RGB)
+    if not ALIGNED_FACES.is_dir():
+        pytest.skip(f"shared sample faces not found at {ALIGNED_FACES}")
+    return cv2.cvtColor(cv2.imread(str(ALIGNED_FACES / "Adele_crop.png")), cv2.COLOR_BGR2RGB)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def face_box(t: int, frames: int = 20, motion: str = "pan") -> tuple[slice, slic
 
 
 # ---------------------------------------------------------------- end to end
-@needs_data
+@needs_shared_data
 def test_video_keeps_frames_timestamps_audio_and_restores_faces(restorer, clip, tmp_path):
     src, written = clip
     out = tmp_path / "out.mp4"
@@ -138,7 +137,7 @@ def test_video_keeps_frames_timestamps_audio_and_restores_faces(restorer, clip, 
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
 
-@needs_data
+@needs_shared_data
 def test_rotation_aspect_upscale_and_odd_size(restorer, face, tmp_path):
     src = tmp_path / "rot.mp4"
     make_face_clip(src, face, frames=6, size=SIZE, face_size=FACE, motion="still", rotation=90, audio_hz=None)
@@ -157,7 +156,7 @@ def test_rotation_aspect_upscale_and_odd_size(restorer, face, tmp_path):
     assert decode(tmp_path / "odd_out.mp4")[2]["size"] == (148, 100)
 
 
-@needs_data
+@needs_shared_data
 def test_sample_aspect_ratio_is_kept(restorer, clip, tmp_path):
     src = tmp_path / "sar.mp4"
     with av.open(str(clip[0])) as inp, av.open(str(src), "w") as out:  # remux with 4:3 pixels
@@ -176,7 +175,7 @@ def test_sample_aspect_ratio_is_kept(restorer, clip, tmp_path):
     assert decode(tmp_path / "out.mp4")[2]["sar"] == Fraction(4, 3)
 
 
-@needs_data
+@needs_shared_data
 def test_start_and_duration_restore_a_part(restorer, clip, tmp_path):
     src, _ = clip
     in_frames, in_times, _ = decode(src)
@@ -191,7 +190,7 @@ def test_start_and_duration_restore_a_part(restorer, clip, tmp_path):
     assert audio and -0.01 <= audio[0][0] <= 0.1 and audio[-1][0] < duration
 
 
-@needs_data
+@needs_shared_data
 def test_cli_writes_the_video_and_reports(tiny_v2_checkpoint, clip, tmp_path, capsys):
     out = tmp_path / "sub" / "cli.mp4"
     rc = main(["video", "-i", str(clip[0]), "-o", str(out), "--model", str(tiny_v2_checkpoint), "--crf", "23"])
@@ -242,7 +241,7 @@ def test_bad_inputs_and_outputs_are_one_line_errors_before_the_model_loads(clip,
     assert not (tmp_path / "o.mp4").exists()
 
 
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
 def test_interrupt_or_failure_leaves_no_output_and_keeps_an_old_one(restorer, clip, tmp_path, monkeypatch, error):
     out = tmp_path / "out.mp4"
@@ -263,7 +262,7 @@ def test_interrupt_or_failure_leaves_no_output_and_keeps_an_old_one(restorer, cl
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # the temporary file is gone
 
 
-@needs_data
+@needs_shared_data
 def test_frames_stream_through_a_bounded_buffer(restorer, clip, tmp_path):
     """The first frame is written long before the last one is decoded: memory does not grow with length."""
     detected, written_at = [], {}
@@ -281,7 +280,7 @@ def test_frames_stream_through_a_bounded_buffer(restorer, clip, tmp_path):
 
 
 # ---------------------------------------------------------------- temporal stability
-@needs_data
+@needs_shared_data
 @pytest.mark.parametrize("motion", ["still", "pan"])
 def test_smoothing_reduces_jitter_and_flicker(face, tiny_v2_checkpoint, tmp_path, motion):
     n = 16

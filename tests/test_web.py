@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ALIGNED_FACES
 from PIL import Image
 
 from vqfr.cli import main
@@ -23,7 +24,7 @@ from vqfr.errors import VQFRError
 from vqfr.web.handlers import RestorerPool, RestoreService, model_choices
 
 ROOT = Path(__file__).resolve().parents[1]
-ALIGNED = ROOT.parent / "shared" / "data" / "real_lq" / "aligned" / "Adele_crop.png"
+ALIGNED = ALIGNED_FACES / "Adele_crop.png"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def test_model_choices_put_the_given_model_first_with_its_weights(tmp_path):
     assert list(model_choices(ckpt)) == [ckpt, "auto", "VQFR_v2", "VQFR_v1", "VQFR_lite"]
     assert model_choices(ckpt)[ckpt] == (ckpt, None)
     choices = model_choices("v1", tmp_path / "w.pth")  # aliases resolve to the zoo name
-    assert list(choices) == ["VQFR_v1", "auto", "VQFR_v2", "VQFR_lite"] and choices["VQFR_v1"] == ("VQFR_v1", str(tmp_path / "w.pth"))
+    assert list(choices) == ["VQFR_v1", "auto", "VQFR_v2", "VQFR_lite"]
+    assert choices["VQFR_v1"] == ("VQFR_v1", str(tmp_path / "w.pth"))
     assert list(model_choices()) == ["auto", "VQFR_v2", "VQFR_v1", "VQFR_lite"]
 
 

@@ -6,18 +6,14 @@ import argparse
 import os
 import sys
 
-_METRIC_NAMES = ("psnr", "ssim", "lpips", "niqe", "fid", "idd", "idd_dlib", "lmd_dlib")
-_NO_GT_DEFAULT = ("niqe", "fid")
-_NEEDS_GT = ("psnr", "ssim", "lpips", "idd", "idd_dlib", "lmd_dlib")  # full-reference: compare with --gt
+from vqfr.metrics.table import METRICS, NO_GT_DEFAULT, weight_files, weight_key
 
 
 def _metric_list(text: str) -> tuple[str, ...]:
     names = tuple(m.strip().lower() for m in text.replace(" ", ",").split(",") if m.strip())
-    bad = [m for m in names if m not in _METRIC_NAMES]
+    bad = [m for m in names if m not in METRICS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown metric {bad[0] if bad else text!r}; choose from {','.join(_METRIC_NAMES)}"
-        )
+        raise argparse.ArgumentTypeError(f"unknown metric {bad[0] if bad else text!r}; choose from {','.join(METRICS)}")
     return names
 
 
@@ -35,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--metrics",
         type=_metric_list,
         metavar="LIST",
-        help=f"comma-separated subset of {','.join(_METRIC_NAMES)} "
-        f"(default: all with --gt, else {','.join(_NO_GT_DEFAULT)})",
+        help=f"comma-separated subset of {','.join(METRICS)} "
+        f"(default: all with --gt, else {','.join(NO_GT_DEFAULT)})",
     )
     p.add_argument("--out", metavar="DIR", help="report folder (default: <restored>_eval next to --restored)")
     p.add_argument(
@@ -53,9 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="match each channel's mean/std of the restored image to the GT before PSNR/SSIM "
         "(what the VQFR paper's calculate_psnr_ssim.py does)",
     )
-    p.add_argument("--lpips-weights", metavar="PATH", help="LPIPS v0.1 linear layers (lpips' weights/v0.1/vgg.pth)")
-    p.add_argument("--lpips-vgg-weights", metavar="PATH", help="ImageNet VGG-16 for LPIPS (vgg16-397923af.pth)")
-    p.add_argument("--fid-weights", metavar="PATH", help="FID Inception (pt_inception-2015-12-05-6726825d.pth)")
+    for spec in weight_files():
+        name = "" if spec.filename in spec.description else f" ({spec.filename})"
+        p.add_argument(spec.option, metavar="PATH", help=f"{spec.description}{name}")
     p.add_argument(
         "--fid-stats",
         metavar="PATH",
@@ -63,7 +59,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default: the --gt images",
     )
     p.add_argument("--save-fid-stats", metavar="PATH", help="also write the restored set's FID statistics (.npz)")
-    p.add_argument("--arcface-weights", metavar="PATH", help="ArcFace ResNet-18 (resnet18_110.pth)")
     p.add_argument(
         "--download-weights",
         action="store_true",
@@ -80,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device for the learned metrics (default: %(default)s)")
     p.add_argument(
         "--sort-by",
-        choices=_METRIC_NAMES,
+        choices=tuple(METRICS),
         metavar="METRIC",
         help="per-image metric, one of those computed, that picks the best/worst images in report.html "
         "(default: psnr, else niqe)",
@@ -100,14 +95,14 @@ def _check_metric_choice(metrics: tuple[str, ...], args: argparse.Namespace) -> 
     from vqfr.errors import VQFRError
 
     if not args.gt:
-        need_gt = [m for m in metrics if m in _NEEDS_GT]
+        need_gt = [m for m in metrics if METRICS[m].needs_gt]
         if need_gt:
             raise VQFRError(
                 f"{','.join(need_gt)} compare with ground truth: give --gt DIR, "
-                f"or choose from {','.join(_NO_GT_DEFAULT)} without it"
+                f"or choose from {','.join(NO_GT_DEFAULT)} without it"
             )
     if args.sort_by is not None:
-        per_image = [m for m in metrics if m != "fid"]  # FID is one number for the whole set
+        per_image = [m for m in metrics if METRICS[m].per_image]  # FID is one number for the whole set
         if args.sort_by not in per_image:
             raise VQFRError(
                 f"--sort-by {args.sort_by}: not a per-image metric of this run "
@@ -135,17 +130,14 @@ def _check_outputs(out_dir, fid_stats: str | None) -> None:
 
 
 def _download_missing(args: argparse.Namespace, metrics: tuple[str, ...]) -> None:
+    """Fetch the missing weight files of ``metrics`` that have a public URL (the others stay n/a)."""
     from vqfr.metrics import weights as W
 
-    wanted = []
-    if "lpips" in metrics:
-        wanted += [("lpips_weights", W.LPIPS_LINEAR), ("lpips_vgg_weights", W.LPIPS_VGG16)]
-    if "fid" in metrics:
-        wanted.append(("fid_weights", W.FID_INCEPTION))
-    for attr, spec in wanted:
-        if getattr(args, attr) is None:
+    for spec in weight_files():
+        wanted = any(spec in METRICS[m].weights for m in metrics)
+        if wanted and spec.url is not None and getattr(args, weight_key(spec)) is None:
             print(f"downloading {spec.filename} ...", file=sys.stderr)
-            setattr(args, attr, str(W.download(spec)))
+            setattr(args, weight_key(spec), str(W.download(spec)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from vqfr.errors import VQFRError, one_line
-    from vqfr.metrics.evaluate import EvalOptions, evaluate
+    from vqfr.metrics.evaluation import EvalOptions, evaluate
     from vqfr.metrics.report import format_table, write_reports
     from vqfr.utils.device import select_device
 
@@ -164,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         raise VQFRError(f"--cases must be >= 1, got {args.cases}")
     device = select_device(args.device)  # an unavailable device fails here, before any work
     restored = Path(args.restored)
-    metrics = args.metrics or (tuple(_METRIC_NAMES) if args.gt else _NO_GT_DEFAULT)
+    metrics = args.metrics or (tuple(METRICS) if args.gt else NO_GT_DEFAULT)
     _check_metric_choice(metrics, args)
     out_dir = Path(args.out) if args.out else restored.resolve().parent / f"{restored.resolve().name}_eval"
     _check_outputs(out_dir, args.save_fid_stats)
@@ -175,11 +167,8 @@ def run(args: argparse.Namespace) -> int:
         crop_border=args.crop_border,
         test_y_channel=args.test_y_channel,
         correct_mean_var=args.correct_mean_var,
-        lpips_weights=args.lpips_weights,
-        lpips_vgg_weights=args.lpips_vgg_weights,
-        fid_weights=args.fid_weights,
+        weights={weight_key(spec): getattr(args, weight_key(spec)) for spec in weight_files()},
         fid_stats=args.fid_stats,
-        arcface_weights=args.arcface_weights,
         device=str(device),
         fid_features=bool(args.save_fid_stats),
     )

@@ -81,7 +81,7 @@ def add_face_options(p: argparse.ArgumentParser, small_faces: str) -> None:
     )
 
 
-def resolve_precision(args: argparse.Namespace) -> str:
+def precision_from_args(args: argparse.Namespace) -> str:
     """``--precision``, with the deprecated ``--half`` mapped onto it (and a note saying so)."""
     precision = args.precision
     if args.half:

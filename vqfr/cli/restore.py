@@ -9,7 +9,7 @@ from vqfr.cli.options import (
     add_face_options,
     add_network_options,
     notices,
-    resolve_precision,
+    precision_from_args,
     restorer_kwargs,
 )
 
@@ -87,7 +87,7 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
     from vqfr.restore.pipeline import FaceRestorer
     from vqfr.utils.paths import shown
 
-    precision = resolve_precision(args)
+    precision = precision_from_args(args)
     bg = None
     if args.bg_upsampler == "realesrgan":
         if not args.bg_weights:

@@ -9,7 +9,7 @@ from vqfr.cli.options import (
     add_face_options,
     add_network_options,
     notices,
-    resolve_precision,
+    precision_from_args,
     restorer_kwargs,
 )
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     from vqfr.restore.pipeline import FaceRestorer
     from vqfr.video.restorer import VideoRestorer
 
-    restorer = FaceRestorer(**restorer_kwargs(args, resolve_precision(args)), upscale=args.upscale)
+    restorer = FaceRestorer(**restorer_kwargs(args, precision_from_args(args)), upscale=args.upscale)
     if restorer.model_reason:
         say(restorer.model_reason)
     for note in restorer.notes:

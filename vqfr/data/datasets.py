@@ -21,7 +21,7 @@ import numpy as np
 from vqfr.errors import VQFRError
 
 from .degradations import DegradationConfig, degrade, sample_rng
-from .images import list_images, read_image, resize_square, to_tensor
+from .images import list_image_files, read_rgb_float, resize_square_float, to_tensor
 from .lmdb_store import LMDBReader
 
 
@@ -53,7 +53,7 @@ class ImageSource:
             self._lmdb = LMDBReader(self.root)
             keys = [(i, k, k) for i, k in enumerate(self._lmdb.keys)]
         else:
-            files = list_images(self.root)
+            files = list_image_files(self.root)
             rels = [f.relative_to(self.root) for f in files]
             keys = [(f, rel.as_posix(), str(rel.with_suffix(""))) for f, rel in zip(files, rels)]
 
@@ -78,7 +78,7 @@ class ImageSource:
 
     def read(self, index: int) -> np.ndarray:
         ref = self._refs[index]
-        return self._lmdb.get(ref) if self.is_lmdb else read_image(ref)
+        return self._lmdb.get(ref) if self.is_lmdb else read_rgb_float(ref)
 
 
 @dataclass
@@ -175,7 +175,7 @@ class HQFaceDataset:
     def __getitem__(self, key) -> dict:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = sample_rng(self.seed, epoch, index)
-        gt = resize_square(self.source.read(index), self.size)
+        gt = resize_square_float(self.source.read(index), self.size)
         if self.hflip and rng.uniform() < 0.5:
             gt = np.ascontiguousarray(gt[:, ::-1])
         if self.augment is not None:  # drawn after the flip, so runs without it keep their samples
@@ -220,9 +220,9 @@ class PairedFaceDataset:
         return len(self.gt)
 
     def __getitem__(self, index: int) -> dict:
-        gt = resize_square(self.gt.read(index), self.size)
+        gt = resize_square_float(self.gt.read(index), self.size)
         if self.lq is not None:
-            lq = resize_square(self.lq.read(self._lq_of[index]), self.size)
+            lq = resize_square_float(self.lq.read(self._lq_of[index]), self.size)
         elif self.degradation is not None:
             lq = degrade(gt, self.degradation, sample_rng(self.seed, index))
         else:

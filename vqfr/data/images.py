@@ -15,7 +15,7 @@ from vqfr.utils.atomic import atomic_write_bytes
 from vqfr.utils.image_tensor import tensor_to_uint8
 
 
-def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+def list_image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
     """Sorted image files under ``folder`` (hidden files skipped); a clear error if there are none."""
     folder = Path(folder)
     if not folder.exists():
@@ -33,7 +33,7 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
     return files
 
 
-def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+def decode_rgb_float(data: bytes, name: str = "image") -> np.ndarray:
     """Decode encoded image bytes to float32 RGB in [0, 1] (grayscale expanded, alpha dropped)."""
     if not data:
         raise VQFRError(f"cannot decode image {name}: the file is empty")
@@ -55,13 +55,13 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return np.ascontiguousarray(arr[:, :, ::-1], dtype=np.float32) / scale
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_rgb_float(path: str | os.PathLike) -> np.ndarray:
     """Read an image file as float32 RGB in [0, 1]."""
     try:
         data = Path(path).read_bytes()
     except OSError as err:
         raise VQFRError(f"cannot read image {path}: {err.strerror or err}") from None
-    return decode_image(data, str(path))
+    return decode_rgb_float(data, str(path))
 
 
 def encode_png(img: np.ndarray) -> bytes:
@@ -79,7 +79,7 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(img))
 
 
-def resize_square(img: np.ndarray, size: int) -> np.ndarray:
+def resize_square_float(img: np.ndarray, size: int) -> np.ndarray:
     """Resize to size x size (area filter when shrinking, bicubic when enlarging)."""
     h, w = img.shape[:2]
     if (h, w) == (size, size):

@@ -16,7 +16,7 @@ import numpy as np
 from vqfr.errors import VQFRError
 from vqfr.utils.atomic import atomic_write_text
 
-from .images import decode_image, encode_png
+from .images import decode_rgb_float, encode_png
 
 
 def read_meta_keys(root: str | os.PathLike) -> list[str]:
@@ -62,7 +62,7 @@ class LMDBReader:
             data = txn.get(key.encode("ascii"))
         if data is None:
             raise VQFRError(f"key {key} listed in meta_info.txt is missing from {self.root}")
-        return decode_image(data, f"{self.root}:{key}")
+        return decode_rgb_float(data, f"{self.root}:{key}")
 
 
 def write_lmdb(root: str | os.PathLike, items: Iterable[tuple[str, np.ndarray]]) -> int:

@@ -12,7 +12,7 @@ from vqfr.utils.atomic import atomic_write_text
 from vqfr.utils.paths import unwritable_reason
 
 from .degradations import DegradationConfig, degrade, sample_rng
-from .images import list_images, read_image, resize_square, write_png
+from .images import list_image_files, read_rgb_float, resize_square_float, write_png
 
 
 @dataclass
@@ -41,7 +41,7 @@ def make_paired_testset(
     with another seed, size or degradation is refused unless ``overwrite``.
     """
     hq_root, out_root = Path(hq_root), Path(out_root)
-    files = list_images(hq_root)
+    files = list_image_files(hq_root)
     if out_root.resolve() == hq_root.resolve() or hq_root.resolve() in out_root.resolve().parents:
         raise VQFRError("the output folder must not be inside the HQ input folder")
     problem = unwritable_reason(out_root)
@@ -68,9 +68,9 @@ def make_paired_testset(
             continue
         wrote_gt = False
         try:
-            gt = read_image(path)
+            gt = read_rgb_float(path)
             if size is not None:
-                gt = resize_square(gt, int(size))
+                gt = resize_square_float(gt, int(size))
             lq, params = degrade(gt, cfg, sample_rng(seed, i), return_params=True)
             write_png(gt_path, gt)
             wrote_gt = True

@@ -1,4 +1,4 @@
-"""Write an :class:`~vqfr.metrics.evaluate.Evaluation` as a console table, CSV, JSON and an HTML page.
+"""Write an :class:`~vqfr.metrics.evaluation.Evaluation` as a console table, CSV, JSON and an HTML page.
 
 The HTML page is self-contained (thumbnails are embedded) and shows LQ | restored | GT for the
 worst and best images by one metric, so a number can be checked by eye.
@@ -17,20 +17,9 @@ from pathlib import Path
 
 import cv2
 
-from vqfr.metrics.evaluate import EXTRA_VALUES, METRICS, Evaluation, read_image
+from vqfr.metrics.evaluation import Evaluation, read_bgr_uint8
+from vqfr.metrics.table import METRICS, digits
 from vqfr.utils.atomic import atomic_write_text
-
-_DIGITS = {
-    "psnr": 4,
-    "ssim": 5,
-    "lpips": 4,
-    "niqe": 4,
-    "fid": 4,
-    "idd": 3,
-    "idd_dlib": 3,
-    "idd_dlib_l2": 4,
-    "lmd_dlib": 3,
-}
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -38,16 +27,16 @@ def _fmt(value: float | None, metric: str) -> str:
         return ""
     if math.isinf(value):
         return "inf"
-    return f"{value:.{_DIGITS.get(metric, 4)}f}"
+    return f"{value:.{digits(metric)}f}"
 
 
 def _columns(ev: Evaluation) -> list[str]:
     cols = []
     for m in ev.metrics:
-        if m == "fid" or m in ev.unavailable:
+        if not METRICS[m].per_image or m in ev.unavailable:
             continue
         cols.append(m)
-        cols += [x for x in EXTRA_VALUES.get(m, ()) if any(x in r.values for r in ev.results)]
+        cols += [x for x, _ in METRICS[m].extra if any(x in r.values for r in ev.results)]
     return cols
 
 
@@ -55,16 +44,17 @@ def summary(ev: Evaluation) -> dict[str, dict]:
     """Per-metric summary: mean (or the FID value), image count, direction, or the n/a reason."""
     out = {}
     for m in ev.metrics:
-        needs_gt, lower_better, unit = METRICS[m]
-        if m in ("psnr", "ssim"):
+        metric = METRICS[m]
+        unit = metric.unit
+        if metric.conventions:
             unit = ", ".join(x for x in (unit, *_fr_conventions(ev.settings)) if x)
-        entry = {"better": "lower" if lower_better else "higher", "unit": unit}
+        entry = {"better": metric.better, "unit": unit}
         if m in ev.unavailable:
             entry["status"] = ev.unavailable[m]
         else:
             entry["mean"] = ev.mean(m)
-            entry["images"] = len(ev.values(m)) if m != "fid" else len(ev.results)
-            if m == "fid":
+            entry["images"] = len(ev.values(m)) if metric.per_image else len(ev.results)
+            if not metric.per_image:  # FID: which statistics it compared with
                 entry["reference"] = ev.fid_reference
             entry["status"] = "ok"
         out[m] = entry
@@ -89,7 +79,7 @@ def format_table(ev: Evaluation) -> str:
             lines.append(f"{m:<10} {entry['status']}")
             continue
         note = ", ".join(x for x in (entry["unit"], f"{entry['better']} is better") if x)
-        if m == "fid" and entry.get("reference"):
+        if entry.get("reference"):
             note += f", vs {entry['reference']}"
         lines.append(f"{m:<10} {_fmt(entry['mean'], m):>12} {entry['images']:>7}  {note}")
     lines.append(f"{len(ev.results)} image(s) evaluated, {len(ev.problems)} skipped")
@@ -142,10 +132,8 @@ def ranking_metric(ev: Evaluation, requested: str | None = None) -> str | None:
     available = [c for c in _columns(ev) if c in METRICS]
     if requested in available:
         return requested
-    for m in ("psnr", "lpips", "niqe", "ssim", "idd", "idd_dlib", "lmd_dlib"):
-        if m in available:
-            return m
-    return None
+    ranked = sorted((METRICS[m].rank, m) for m in available if METRICS[m].rank is not None)
+    return ranked[0][1] if ranked else None
 
 
 def _thumb(path: Path | None, size: int = 192) -> str:
@@ -153,7 +141,7 @@ def _thumb(path: Path | None, size: int = 192) -> str:
     if path is None:
         return '<div class="none">none</div>'
     try:
-        img = read_image(path)
+        img = read_bgr_uint8(path)
     except Exception:
         return '<div class="none">unreadable</div>'
     h, w = img.shape[:2]
@@ -191,9 +179,8 @@ def write_html(ev: Evaluation, path: str | os.PathLike, sort_by: str | None = No
     parts.append(f"<p>{len(ev.results)} image(s) evaluated, {len(ev.problems)} skipped.</p>")
 
     if metric is not None:
-        lower_better = METRICS[metric][1]
         scored = sorted((r for r in ev.results if metric in r.values), key=lambda r: r.values[metric])
-        if not lower_better:
+        if not METRICS[metric].lower_is_better:
             scored.reverse()  # best first
         n = min(cases, (len(scored) + 1) // 2) if len(scored) > 1 else len(scored)
         groups = [("Best", scored[:n]), ("Worst", list(reversed(scored))[:n])] if len(scored) > 1 else [("All", scored)]

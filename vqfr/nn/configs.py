@@ -1,9 +1,9 @@
 """Published network configurations and tiny ones for tests.
 
-``published_config(arch)`` gives the ``network_*`` block of the published option files (the
-``config`` entries of ``shared/reference/official_checkpoint_layout.json``), which rebuilds the
-released checkpoints exactly. ``tiny_config(arch)`` keeps the topology (six levels, f = 32) with
-few channels so tests and CPU training runs take seconds.
+``published_config(arch)`` gives the ``network_*`` block of the published option files, which
+rebuilds the released checkpoints exactly (``tests/data/official_checkpoint_shapes.json``).
+``tiny_config(arch)`` keeps the topology (six levels, f = 32) with few channels so tests and CPU
+training runs take seconds.
 """
 
 from __future__ import annotations

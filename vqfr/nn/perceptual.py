@@ -89,7 +89,7 @@ class LPIPS(nn.Module):
     """LPIPS distance. ``forward(x, y)`` takes RGB NCHW tensors in [-1, 1] and returns shape (N,).
 
     ``widths`` are the VGG stage widths: the published ones by default; narrower ones make tiny test nets.
-    Weights are not loaded here: see :func:`vqfr.metrics.lpips.load_lpips` and :class:`vqfr.train.perceptual.LPIPS`.
+    Weights are not loaded here: see :func:`vqfr.metrics.lpips.load_lpips` and :class:`vqfr.train.perceptual.LPIPSLoss`.
     """
 
     def __init__(self, widths: tuple[int, ...] = VGG16_WIDTHS):

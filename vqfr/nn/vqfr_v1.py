@@ -15,6 +15,31 @@ from vqfr.nn.quantize import GeneralizedQuantizer
 from vqfr.nn.vqgan_v1 import DecoderV1, EncoderV1, level_channels
 from vqfr.nn.warping import TextureWarpingModule, upsample_offset
 
+# Per-level keys of ``align_opt``. The released option files also give each level's ``channel`` and
+# ``previous_offset_channel``, which follow from the channel multipliers: accepted only when they agree.
+_ALIGN_KEYS = ("cond_channels", "cond_downscale_rate", "deformable_groups")
+_DERIVED_ALIGN_KEYS = ("channel", "previous_offset_channel")
+
+
+def check_align_opt(align_opt: dict[str, dict], chans: dict[str, int], align_from_patch: int) -> None:
+    """Refuse an ``align_opt`` the v1 main decoder would not follow: a level too many or missing, an
+    unknown or missing key, or a ``channel``/``previous_offset_channel`` other than the network's."""
+    levels = [f"Level_{2**s}" for s in range(int(math.log2(align_from_patch)), -1, -1)]
+    if set(align_opt) != set(levels):
+        raise ValueError(f"align_opt needs the levels {', '.join(levels)}, got {', '.join(align_opt) or 'none'}")
+    for name in levels:
+        opt = align_opt[name]
+        unknown = [k for k in opt if k not in _ALIGN_KEYS + _DERIVED_ALIGN_KEYS]
+        missing = [k for k in _ALIGN_KEYS if k not in opt]
+        if unknown or missing:
+            problem = f"unknown key {unknown[0]!r}" if unknown else f"missing key {missing[0]!r}"
+            raise ValueError(f"align_opt.{name}: {problem} (keys: {', '.join(_ALIGN_KEYS + _DERIVED_ALIGN_KEYS)})")
+        upper = f"Level_{2 * int(name.split('_')[1])}"
+        derived = {"channel": chans[name], "previous_offset_channel": chans[upper] if name != levels[0] else 0}
+        for key, value in derived.items():
+            if key in opt and opt[key] != value:
+                raise ValueError(f"align_opt.{name}.{key} is {opt[key]}, but the channel multipliers make it {value}")
+
 
 class MainDecoderV1(nn.Module):
     """v1 main decoder: warp texture features from ``align_from_patch`` down to full resolution,
@@ -39,6 +64,7 @@ class MainDecoderV1(nn.Module):
             c = chans[name]
             self.decoder_dict[name] = ResnetBlockV1(2 * c, c)
             self.pre_upsample_dict[name] = UpDownSample(chans[f"Level_{2 ** (s + 1)}"], c, rates[s], "up")
+        check_align_opt(align_opt, chans, align_from_patch)
         self.align_func_dict = nn.ModuleDict()
         for name, opt in align_opt.items():
             s = int(math.log2(int(name.split("_")[1])))

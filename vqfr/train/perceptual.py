@@ -42,11 +42,11 @@ from .losses import gram_matrix
 
 # The networks live in vqfr.nn.perceptual (shared with the LPIPS metric); these names stay importable here.
 __all__ = [
-    "LPIPS",
     "MOBILENET_FILE",
     "MOBILENET_PACKAGE",
     "PERCEPTUAL_TYPES",
     "InvertedResidual",
+    "LPIPSLoss",
     "MobileNetPerceptual",
     "MobileNetV2",
     "build_perceptual",
@@ -113,8 +113,9 @@ class _FeatureDistance(nn.Module):
 # ------------------------------------------------------------------ LPIPS (VGG16)
 
 
-class LPIPS(_FeatureDistance):
-    """LPIPS v0.1 with a VGG16 backbone (Zhang et al. 2018); loads the user's weight files."""
+class LPIPSLoss(_FeatureDistance):
+    """LPIPS v0.1 (VGG16, Zhang et al. 2018) as a loss: the :class:`vqfr.nn.perceptual.LPIPS` network, loaded
+    from the user's weight files, plus the loss weights and the style term."""
 
     name = "lpips-vgg16"
 
@@ -229,5 +230,5 @@ def build_perceptual(cfg: dict | None) -> _FeatureDistance | None:
     if kind == "lpips" or (kind == "auto" and has_lpips):
         if not has_lpips:
             raise VQFRError("perceptual type lpips needs perceptual.vgg_weights and perceptual.lin_weights")
-        return LPIPS(cfg["vgg_weights"], cfg["lin_weights"], **common)
+        return LPIPSLoss(cfg["vgg_weights"], cfg["lin_weights"], **common)
     return MobileNetPerceptual(cfg.get("mobilenet_weights"), **common)

@@ -1,7 +1,8 @@
 """Evaluate a folder of restored faces: pair files by name, score pairs in worker processes.
 
 ``evaluate(...)`` returns an :class:`Evaluation` (per-image values, problems, per-metric means and
-the set-level FID); :mod:`vqfr.metrics.report` writes it as a table, CSV, JSON and HTML.
+the set-level FID); :mod:`vqfr.metrics.report` writes it as a table, CSV, JSON and HTML. The
+metrics, and the scorer of each, are declared in :mod:`vqfr.metrics.table`.
 Images are read the way BasicSR's scripts read them (``cv2`` IMREAD_UNCHANGED, BGR, no EXIF
 rotation), so PSNR/SSIM/NIQE equal BasicSR's numbers on the same files (on the same machine; NIQE's last
 digits depend on the CPU's float32 BLAS rounding).
@@ -9,6 +10,7 @@ digits depend on the CPU's float32 BLAS rounding).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing
 import os
@@ -28,20 +30,8 @@ from vqfr.io import IMAGE_EXTENSIONS
 from vqfr.io.read import png_data_problem, quiet_opencv
 from vqfr.metrics import weights as W
 from vqfr.metrics.psnr_ssim import check_crop_border
-
-# name -> (needs ground truth, lower is better, unit/description)
-METRICS: dict[str, tuple[bool, bool, str]] = {
-    "psnr": (True, False, "dB"),
-    "ssim": (True, False, ""),
-    "lpips": (True, True, "LPIPS-VGG"),
-    "niqe": (False, True, "no-reference"),
-    "fid": (False, True, "set-level"),
-    "idd": (True, True, "ArcFace, degrees"),
-    "idd_dlib": (True, True, "dlib substitute, degrees"),
-    "lmd_dlib": (True, True, "dlib 68-point substitute, pixels"),
-}
-# Extra per-image values some metrics also produce (not selectable on their own).
-EXTRA_VALUES = {"idd_dlib": ("idd_dlib_l2",)}
+from vqfr.metrics.scorers import PairImages, bgr3
+from vqfr.metrics.table import METRICS, weight_files, weight_key
 
 
 @dataclass
@@ -52,13 +42,15 @@ class EvalOptions:
     crop_border: int = 0
     test_y_channel: bool = False
     correct_mean_var: bool = False
-    lpips_weights: str | None = None
-    lpips_vgg_weights: str | None = None
-    fid_weights: str | None = None
+    # Weight files by weight_key (``{"lpips_weights": PATH}``); unset ones are looked up in the cache.
+    weights: dict[str, str | None] = field(default_factory=dict)
     fid_stats: str | None = None
-    arcface_weights: str | None = None
     device: str = "cpu"
     fid_features: bool = False  # extract pool3 features even when FID itself has no reference
+
+    def weight(self, spec: W.StandardFile) -> str | None:
+        """The path given for a weight file, or None."""
+        return self.weights.get(weight_key(spec))
 
 
 @dataclass
@@ -93,7 +85,7 @@ class Evaluation:
         return [r.values[metric] for r in self.results if metric in r.values]
 
     def mean(self, metric: str) -> float | None:
-        if metric == "fid":
+        if not METRICS[metric].per_image:  # FID, the one set-level metric
             return self.fid
         vals = self.values(metric)
         return float(np.mean(vals)) if vals else None
@@ -102,7 +94,7 @@ class Evaluation:
 # ---------------------------------------------------------------- files and pairing
 
 
-def list_images(folder: str | os.PathLike) -> dict[str, Path]:
+def images_by_stem(folder: str | os.PathLike) -> dict[str, Path]:
     """Image files directly in ``folder`` keyed by file stem; a one-line error if it is not a folder."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -124,11 +116,11 @@ def pair_files(
     Returns (pairs, problems): with ``gt_dir``, a restored image without a ground truth and a
     ground truth without a restored image are problems, not pairs. LQ images are optional.
     """
-    restored = list_images(restored_dir)
+    restored = images_by_stem(restored_dir)
     if not restored:
         raise VQFRError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {restored_dir}")
-    gts = list_images(gt_dir) if gt_dir is not None else None
-    lqs = list_images(lq_dir) if lq_dir is not None else {}
+    gts = images_by_stem(gt_dir) if gt_dir is not None else None
+    lqs = images_by_stem(lq_dir) if lq_dir is not None else {}
     pairs, problems = [], []
     for name, path in restored.items():
         if gts is not None and name not in gts:
@@ -142,7 +134,7 @@ def pair_files(
     return pairs, problems
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def read_bgr_uint8(path: str | os.PathLike) -> np.ndarray:
     """uint8 BGR (HxWx3) or gray (HxW) pixels as BasicSR reads them; alpha is dropped."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
@@ -194,54 +186,31 @@ def header_size(data: bytes) -> tuple[int, int] | None:
         Image.MAX_IMAGE_PIXELS = limit
 
 
-def _bgr3(img: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
-
-
-def _gray(img: np.ndarray) -> np.ndarray:
-    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-
-
 # ---------------------------------------------------------------- weights
 
 
-def resolve_weights(options: EvalOptions) -> EvalOptions:
+def fill_cached_weights(options: EvalOptions) -> EvalOptions:
     """Fill unset weight paths from the cache folder when the standard file is there."""
     cache = W.default_cache_dir()
-    resolved = dict(options.__dict__)
-    for attr, spec in (
-        ("lpips_weights", W.LPIPS_LINEAR),
-        ("lpips_vgg_weights", W.LPIPS_VGG16),
-        ("fid_weights", W.FID_INCEPTION),
-        ("arcface_weights", W.ARCFACE_R18),
-    ):
-        if resolved[attr] is None and (cache / spec.filename).is_file():
-            resolved[attr] = str(cache / spec.filename)
-    return EvalOptions(**resolved)
+    weights = dict(options.weights)
+    for spec in weight_files():
+        if weights.get(weight_key(spec)) is None and (cache / spec.filename).is_file():
+            weights[weight_key(spec)] = str(cache / spec.filename)
+    return dataclasses.replace(options, weights=weights)
 
 
 def unavailable_metrics(options: EvalOptions, has_gt: bool) -> dict[str, str]:
     """Requested metrics that cannot be computed, each with the table text saying why."""
     out = {}
-    for m in options.metrics:
-        needs_gt = METRICS[m][0]
-        if needs_gt and not has_gt:
-            out[m] = "n/a (needs --gt)"
-        elif m == "lpips":
-            missing = [
-                s.option
-                for a, s in (("lpips_weights", W.LPIPS_LINEAR), ("lpips_vgg_weights", W.LPIPS_VGG16))
-                if getattr(options, a) is None
-            ]
-            if missing:
-                out[m] = f"n/a (no weights: {', '.join(missing)})"
-        elif m == "idd" and options.arcface_weights is None:
-            out[m] = f"n/a (no weights: {W.ARCFACE_R18.option})"
-        elif m == "fid":
-            if options.fid_weights is None:
-                out[m] = f"n/a (no weights: {W.FID_INCEPTION.option})"
-            elif options.fid_stats is None and not has_gt:
-                out[m] = "n/a (no reference: --fid-stats or --gt)"
+    for name in options.metrics:
+        metric = METRICS[name]
+        missing = [spec.option for spec in metric.weights if options.weight(spec) is None]
+        if metric.needs_gt and not has_gt:
+            out[name] = "n/a (needs --gt)"
+        elif missing:
+            out[name] = f"n/a (no weights: {', '.join(missing)})"
+        elif name == "fid" and options.fid_stats is None and not has_gt:
+            out[name] = "n/a (no reference: --fid-stats or --gt)"
     return out
 
 
@@ -249,40 +218,12 @@ def unavailable_metrics(options: EvalOptions, has_gt: bool) -> dict[str, str]:
 
 
 class PairScorer:
-    """Computes all per-image metrics of a pair. Loads its networks once; build one per process."""
+    """Computes the per-image metrics ``names`` of a pair. Loads their networks once; build one per process."""
 
-    def __init__(self, options: EvalOptions, active: tuple[str, ...], fid_on_gt: bool, fid_extract: bool):
+    def __init__(self, options: EvalOptions, names: tuple[str, ...]):
         self.options = options
-        self.active = active
-        self.fid_on_gt = fid_on_gt
-        self.lpips = self.arcface = self.inception = self.dlib_identity = self.dlib_landmarks = None
-        if "lpips" in active:
-            from vqfr.metrics.lpips import load_lpips
-
-            self.lpips = load_lpips(options.lpips_weights, options.lpips_vgg_weights).to(options.device)
-        if "idd" in active:
-            from vqfr.metrics.arcface import load_arcface
-
-            self.arcface = load_arcface(options.arcface_weights).to(options.device)
-        if fid_extract:
-            from vqfr.metrics.inception import load_fid_inception
-
-            self.inception = load_fid_inception(options.fid_weights).to(options.device)
-        if "idd_dlib" in active:
-            from vqfr.metrics.identity import DlibIdentity
-
-            self.dlib_identity = DlibIdentity()
-        if "lmd_dlib" in active:
-            from vqfr.metrics.landmarks import DlibLandmarks
-
-            self.dlib_landmarks = DlibLandmarks()
-
-    def _tensor(self, bgr: np.ndarray):
-        """RGB (1, 3, H, W) float tensor in [-1, 1] on the device."""
-        import torch
-
-        rgb = np.ascontiguousarray(_bgr3(bgr)[:, :, ::-1]).astype(np.float32) / 255.0
-        return (torch.from_numpy(rgb.transpose(2, 0, 1))[None] * 2 - 1).to(self.options.device)
+        self.scores = [METRICS[n].load_scorer()(options) for n in names]
+        self.check_crop = bool(options.crop_border) and any(METRICS[n].crop_border for n in names)
 
     def __call__(self, pair: Pair) -> PairResult:
         result = PairResult(pair)
@@ -295,80 +236,40 @@ class PairScorer:
         return result
 
     def _score(self, pair: Pair, result: PairResult) -> None:
-        from vqfr.metrics.niqe import calculate_niqe
-
-        o, v = self.options, result.values
-        restored = read_image(pair.restored)
-        gt = read_image(pair.gt) if pair.gt is not None else None
+        restored = read_bgr_uint8(pair.restored)
+        gt = read_bgr_uint8(pair.gt) if pair.gt is not None else None
         if gt is not None and restored.shape[:2] != gt.shape[:2]:
             raise VQFRError(
                 f"size mismatch: {pair.restored.name} is {restored.shape[1]}x{restored.shape[0]}, "
                 f"ground truth {pair.gt.name} is {gt.shape[1]}x{gt.shape[0]}"
             )
         if gt is not None and restored.ndim != gt.ndim:
-            restored, gt = _bgr3(restored), _bgr3(gt)
-
-        if o.crop_border and {"psnr", "ssim", "niqe"} & set(self.active):
+            restored, gt = bgr3(restored), bgr3(gt)
+        if self.check_crop:
             try:
-                check_crop_border(restored.shape[:2], o.crop_border)
+                check_crop_border(restored.shape[:2], self.options.crop_border)
             except ValueError as err:
                 raise VQFRError(str(err)) from None
-        if gt is not None and {"psnr", "ssim"} & set(self.active):
-            from vqfr.metrics.psnr_ssim import calculate_psnr, calculate_ssim, psnr_ssim_inputs
-
-            ref, res = psnr_ssim_inputs(restored, gt, o.test_y_channel, o.correct_mean_var)
+        images = PairImages(restored, gt, (pair.restored, pair.gt), self.options)
+        result.warnings, result.fid_features = images.warnings, images.fid_features
+        for score in self.scores:
             try:
-                if "psnr" in self.active:
-                    v["psnr"] = calculate_psnr(ref, res, crop_border=o.crop_border)
-                if "ssim" in self.active:  # its minimum size is checked only when it is asked for
-                    v["ssim"] = calculate_ssim(ref, res, crop_border=o.crop_border)
-            except ValueError as err:
+                result.values.update(score(images))
+            except ValueError as err:  # e.g. smaller than SSIM's window: this pair is skipped, with the reason
                 raise VQFRError(str(err)) from None
-        if "niqe" in self.active:
-            try:
-                v["niqe"] = calculate_niqe(restored, o.crop_border, input_order="HW" if restored.ndim == 2 else "HWC")
-            except ValueError as err:  # e.g. too small: the other metrics of this pair still count
-                result.warnings.append(f"niqe not computed: {err}")
-        if self.lpips is not None or self.inception is not None:
-            import torch
-
-            with torch.no_grad():
-                if self.lpips is not None:
-                    v["lpips"] = float(self.lpips(self._tensor(restored), self._tensor(gt))[0])
-                if self.inception is not None:
-                    result.fid_features["restored"] = self.inception(self._tensor(restored))[0].cpu().numpy()
-                    if self.fid_on_gt and gt is not None:
-                        result.fid_features["gt"] = self.inception(self._tensor(gt))[0].cpu().numpy()
-        if self.arcface is not None:
-            from vqfr.metrics.arcface import arcface_distance
-
-            # The paper's script reads faces with cv2's own grayscale decoding.
-            with quiet_opencv():
-                gray_r = cv2.imread(str(pair.restored), cv2.IMREAD_GRAYSCALE)
-                gray_g = cv2.imread(str(pair.gt), cv2.IMREAD_GRAYSCALE)
-            if gray_r is None or gray_g is None:
-                gray_r, gray_g = _gray(restored), _gray(gt)
-            v["idd"] = arcface_distance(self.arcface, gray_r, gray_g)
-        if self.dlib_identity is not None or self.dlib_landmarks is not None:
-            rgb_r = np.ascontiguousarray(_bgr3(restored)[:, :, ::-1])
-            rgb_g = np.ascontiguousarray(_bgr3(gt)[:, :, ::-1])
-            if self.dlib_identity is not None:
-                v["idd_dlib"], v["idd_dlib_l2"] = self.dlib_identity.distance(rgb_r, rgb_g)
-            if self.dlib_landmarks is not None:
-                v["lmd_dlib"] = self.dlib_landmarks.distance(rgb_r, rgb_g)
 
 
 # Per-process scorer for the worker pool (networks and dlib objects cannot be pickled).
 _WORKER_SCORER: PairScorer | None = None
 
 
-def _init_worker(options: EvalOptions, active: tuple[str, ...], fid_on_gt: bool, fid_extract: bool) -> None:
+def _init_worker(options: EvalOptions, names: tuple[str, ...]) -> None:
     global _WORKER_SCORER
-    if fid_extract or {"lpips", "idd", "niqe"} & set(active):  # the metrics that run torch
+    if any(METRICS[n].uses_torch for n in names):
         import torch
 
         torch.set_num_threads(1)  # parallelism comes from the processes
-    _WORKER_SCORER = PairScorer(options, active, fid_on_gt, fid_extract)
+    _WORKER_SCORER = PairScorer(options, names)
 
 
 def _score_in_worker(pair: Pair) -> PairResult:
@@ -392,7 +293,7 @@ def evaluate(
     pairs finish.
     Bad pairs (missing, unreadable, size mismatch) become ``problems``; the rest are still scored.
     """
-    options = resolve_weights(options or EvalOptions())
+    options = fill_cached_weights(options or EvalOptions())
     unknown = [m for m in options.metrics if m not in METRICS]
     if unknown:
         raise VQFRError(f"unknown metric(s): {', '.join(unknown)} (choose from {', '.join(METRICS)})")
@@ -402,8 +303,9 @@ def evaluate(
     pairs, problems = pair_files(restored_dir, gt_dir, lq_dir)
     unavailable = unavailable_metrics(options, has_gt)
     active = tuple(m for m in options.metrics if m not in unavailable)
-    fid_on_gt = "fid" in active and options.fid_stats is None
-    fid_extract = "fid" in active or (options.fid_features and options.fid_weights is not None)
+    # FID's scorer collects the features; --save-fid-stats wants them even when FID itself is not computed.
+    features = options.fid_features and options.weight(W.FID_INCEPTION) is not None
+    names = tuple(n for n in METRICS if n in active or (n == "fid" and features))
     if "fid" in active and options.fid_stats is not None:
         from vqfr.metrics.fid import load_stats
 
@@ -412,14 +314,14 @@ def evaluate(
     notes: list[str] = []
     # Built here even for the worker pool: a bad weight file then fails as a one-line error, not
     # as a broken pool.
-    scorer = PairScorer(options, active, fid_on_gt, fid_extract)
+    scorer = PairScorer(options, names)
     if workers <= 1 or len(pairs) <= 1:
         for pair in pairs:
             scored.append(scorer(pair))
             if progress:
                 progress(len(scored), len(pairs))
     else:
-        done = _score_in_pool(pairs, workers, (options, active, fid_on_gt, fid_extract), scored, progress)
+        done = _score_in_pool(pairs, workers, (options, names), scored, progress)
         if len(done) < len(pairs):  # the pool broke: score what is left here, slower but complete
             left = [p for i, p in enumerate(pairs) if i not in done]
             notes.append(
@@ -509,8 +411,8 @@ def _settings(options: EvalOptions, workers: int) -> dict:
         "workers": workers,
         "color_order": "BGR (cv2.imread), as BasicSR",
     }
-    for attr in ("lpips_weights", "lpips_vgg_weights", "fid_weights", "fid_stats", "arcface_weights"):
-        path = getattr(options, attr)
+    files = [(weight_key(spec), options.weight(spec)) for spec in weight_files()] + [("fid_stats", options.fid_stats)]
+    for key, path in files:
         if path is not None and Path(path).is_file():
-            settings[attr] = {"path": str(path), "sha256": W.sha256_of(path)}
+            settings[key] = {"path": str(path), "sha256": W.sha256_of(path)}
     return settings
