@@ -15,7 +15,7 @@ from vqfr.io import write_image
 from vqfr.utils import atomic
 from vqfr.utils.atomic import atomic_write_bytes, atomic_write_group
 from vqfr.utils.download import download_url
-from vqfr.utils.lock import LOCK_NAME, output_folder_lock
+from vqfr.utils.lock import LOCK_NAME, join_folder_lock, output_folder_lock
 from vqfr.utils.paths import shown
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -111,6 +111,29 @@ def test_second_run_is_refused_naming_the_first(tmp_path, lock_holder):
     proc.communicate("")
     with output_folder_lock(folder):  # released when the holder exits
         assert (folder / LOCK_NAME).exists()
+    assert not (folder / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="advisory locks are POSIX-only")
+def test_ranks_of_one_run_share_the_lock_and_keep_other_runs_out(tmp_path, lock_holder):
+    folder = tmp_path / "out"
+    with pytest.raises(VQFRError, match="has no .vqfr.lock from rank 0"):
+        with join_folder_lock(tmp_path):  # nothing to join
+            pass
+    rank0 = lock_holder(folder, "rank0")
+    rank1 = lock_holder(folder, "join")  # a second rank of the same run gets in
+    with pytest.raises(VQFRError, match=f"in use by another run \\(pid {rank0.pid} on "):
+        with output_folder_lock(folder, "vqfr restore"):
+            pass
+    rank0.kill()  # rank 0 dies first: the rank still writing keeps other runs out
+    rank0.wait()
+    with pytest.raises(VQFRError, match=f"in use by another run \\(pid {rank0.pid} on "):
+        with output_folder_lock(folder, "vqfr restore"):
+            pass
+    rank1.communicate("")
+    with output_folder_lock(folder):  # the last rank ended: the folder is free
+        with join_folder_lock(folder):  # re-entrant: this process holds it already
+            pass
     assert not (folder / LOCK_NAME).exists()
 
 
