@@ -13,7 +13,7 @@ import pytest
 from vqfr.errors import VQFRError
 from vqfr.io import write_image
 from vqfr.utils import atomic
-from vqfr.utils.atomic import atomic_write_bytes, atomic_write_group
+from vqfr.utils.atomic import atomic_write_bytes, atomic_write_group, create_temp, remove_stale_temps
 from vqfr.utils.download import download_url
 from vqfr.utils.lock import LOCK_NAME, join_folder_lock, output_folder_lock
 from vqfr.utils.paths import shown
@@ -90,6 +90,17 @@ def test_group_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         atomic_write_group([(tmp_path / "a.png", b"1"), (tmp_path / "b.png", b"2"), (tmp_path / "c.png", b"3")])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_temporary_files_of_killed_writers_are_removed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    fd, tmp = create_temp(tmp_path / "sub" / "x.png")
+    os.close(fd)  # its writer was killed before the rename
+    kept = [".hidden", ".y.png.0123abcd.part", ".z.png.tmp", "x.png"]
+    for name in kept:
+        (tmp_path / name).write_text("kept")
+    assert remove_stale_temps(tmp_path) == 1 and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == kept
 
 
 def test_shown_escapes_only_unprintable_names():
