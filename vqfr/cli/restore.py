@@ -129,7 +129,7 @@ def _run_ranks(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace):
-    """The inputs and the pixel limit, after the checks that need no network."""
+    """The inputs and the pixel limit, after the checks that can fail before the model loads."""
     from pathlib import Path
 
     from vqfr.errors import VQFRError
