@@ -22,15 +22,24 @@ needs_shared_data = pytest.mark.skipif(not REAL_LQ.is_dir(), reason=f"shared tes
 
 @pytest.fixture
 def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
-    """``lock_holder(folder)`` starts another process that holds vqfr's lock on ``folder`` until the test ends."""
+    """``lock_holder(folder)`` starts another process that holds vqfr's lock on ``folder`` until the test ends.
+
+    ``how``: ``"run"`` (a whole run), ``"rank0"`` (rank 0 of a torchrun run: ``shared=True``) or
+    ``"join"`` (another rank of that run, joining rank 0's lock).
+    """
     procs: list[subprocess.Popen] = []
 
-    def start(folder: Path) -> subprocess.Popen:
+    def start(folder: Path, how: str = "run") -> subprocess.Popen:
+        lock = {
+            "run": f"output_folder_lock({str(folder)!r}, 'vqfr restore')",
+            "rank0": f"output_folder_lock({str(folder)!r}, 'vqfr restore', shared=True)",
+            "join": f"join_folder_lock({str(folder)!r})",
+        }[how]
         code = textwrap.dedent(
             f"""
             import sys
-            from vqfr.utils.lock import output_folder_lock
-            with output_folder_lock({str(folder)!r}, "vqfr restore"):
+            from vqfr.utils.lock import join_folder_lock, output_folder_lock
+            with {lock}:
                 print("locked", flush=True)
                 sys.stdin.read()
             """
@@ -44,7 +53,8 @@ def lock_holder() -> Iterator[Callable[[Path], subprocess.Popen]]:
 
     yield start
     for proc in procs:
-        proc.communicate("")
+        if proc.returncode is None:
+            proc.communicate("")
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:

@@ -13,9 +13,9 @@ import pytest
 from vqfr.errors import VQFRError
 from vqfr.io import write_image
 from vqfr.utils import atomic
-from vqfr.utils.atomic import atomic_write_bytes, atomic_write_group
+from vqfr.utils.atomic import atomic_write_bytes, atomic_write_group, create_temp, remove_stale_temps
 from vqfr.utils.download import download_url
-from vqfr.utils.lock import LOCK_NAME, output_folder_lock
+from vqfr.utils.lock import LOCK_NAME, join_folder_lock, output_folder_lock
 from vqfr.utils.paths import shown
 
 posix_modes = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
@@ -92,6 +92,17 @@ def test_group_interrupt_while_writing_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_temporary_files_of_killed_writers_are_removed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    fd, tmp = create_temp(tmp_path / "sub" / "x.png")
+    os.close(fd)  # its writer was killed before the rename
+    kept = [".hidden", ".y.png.0123abcd.part", ".z.png.tmp", "x.png"]
+    for name in kept:
+        (tmp_path / name).write_text("kept")
+    assert remove_stale_temps(tmp_path) == 1 and not tmp.exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == kept
+
+
 def test_shown_escapes_only_unprintable_names():
     assert shown(Path("dir/a photo é.jpg")) == "dir/a photo é.jpg"
     assert shown("a\nb.jpg") == "a\\nb.jpg"  # the same escaping as every one-line message
@@ -111,6 +122,29 @@ def test_second_run_is_refused_naming_the_first(tmp_path, lock_holder):
     proc.communicate("")
     with output_folder_lock(folder):  # released when the holder exits
         assert (folder / LOCK_NAME).exists()
+    assert not (folder / LOCK_NAME).exists()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="advisory locks are POSIX-only")
+def test_ranks_of_one_run_share_the_lock_and_keep_other_runs_out(tmp_path, lock_holder):
+    folder = tmp_path / "out"
+    with pytest.raises(VQFRError, match="has no .vqfr.lock from rank 0"):
+        with join_folder_lock(tmp_path):  # nothing to join
+            pass
+    rank0 = lock_holder(folder, "rank0")
+    rank1 = lock_holder(folder, "join")  # a second rank of the same run gets in
+    with pytest.raises(VQFRError, match=f"in use by another run \\(pid {rank0.pid} on "):
+        with output_folder_lock(folder, "vqfr restore"):
+            pass
+    rank0.kill()  # rank 0 dies first: the rank still writing keeps other runs out
+    rank0.wait()
+    with pytest.raises(VQFRError, match=f"in use by another run \\(pid {rank0.pid} on "):
+        with output_folder_lock(folder, "vqfr restore"):
+            pass
+    rank1.communicate("")
+    with output_folder_lock(folder):  # the last rank ended: the folder is free
+        with join_folder_lock(folder):  # re-entrant: this process holds it already
+            pass
     assert not (folder / LOCK_NAME).exists()
 
 

@@ -1,9 +1,14 @@
-"""``vqfr restore``: restore the faces in photos (a thin layer over :class:`vqfr.FaceRestorer`)."""
+"""``vqfr restore``: restore the faces in photos (a thin layer over :class:`vqfr.FaceRestorer`).
+
+Under torchrun (``torchrun --nproc_per_node G -m vqfr.restore -i ... -o ...``, same options) every
+process restores its share of the inputs on its own device and rank 0 writes ``results.json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from datetime import timedelta
 
 from vqfr.cli.options import (
     add_face_options,
@@ -53,18 +58,83 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bg-upsampler", choices=["lanczos", "realesrgan"], default="lanczos", help="background upscaling")
     p.add_argument("--bg-weights", default=None, metavar="PATH", help="Real-ESRGAN weights (RealESRGAN_x2plus.pth)")
+    p.add_argument(
+        "--skip-done",
+        action="store_true",
+        help="resume: leave out inputs that earlier runs into OUTDIR finished (their files are all there); "
+        "results.json still lists every input",
+    )
     p.set_defaults(func=run)
 
 
+# How long the ranks of a torchrun run wait for each other (at the end, for the slowest one). A rank
+# that dies ends the run through torchrun, not through this.
+RANKS_WAIT = timedelta(days=7)
+
+
 def run(args: argparse.Namespace) -> int:
+    from vqfr.utils.dist import world_size
+    from vqfr.utils.lock import output_folder_lock
+
+    if world_size() > 1:
+        return _run_ranks(args)
+    say = notices(args)
+    inputs, max_pixels = _prepare(args)
+    # Create, check and lock the output folder before the slow model loading: an unwritable folder or
+    # one another run is writing into fails now, not after minutes of work.
+    with output_folder_lock(args.output, "vqfr restore"):
+        restorer = _restorer(args, max_pixels, say)
+        say(f"{restorer.runtime.describe()}; {len(inputs.files)} input(s)")
+        report = _restore(args, restorer, inputs, say)
+    return _finish(args, report, say)
+
+
+def _run_ranks(args: argparse.Namespace) -> int:
+    """One of several torchrun processes: each restores a share of the inputs on its own device.
+
+    Every step that can fail is taken together, so a problem on any rank stops them all at once
+    with one message (from rank 0). Rank 0 prints the notes and the summary.
+    """
+    from contextlib import ExitStack
+
+    from vqfr.utils.dist import StoppedByOtherRank, cleanup, init_distributed, together
+    from vqfr.utils.lock import join_folder_lock, output_folder_lock
+
+    info = init_distributed("cpu" if args.backend == "onnxruntime" else args.device, "gloo", RANKS_WAIT)
+    main = info.is_main
+    say = notices(args) if main else (lambda msg: None)
+    try:
+        with ExitStack() as stack:
+            inputs, max_pixels = together(lambda: _prepare(args), info, main_only=True)
+            command = f"vqfr restore, rank 0 of {info.world_size}"
+            together(lambda: stack.enter_context(output_folder_lock(args.output, command, True)), info, True)
+            together(lambda: None if main else stack.enter_context(join_folder_lock(args.output)), info)
+            restorer = None
+
+            def build(first: bool) -> None:
+                nonlocal restorer
+                if (info.local_rank == 0) == first:
+                    restorer = _restorer(args, max_pixels, say, info.device)
+
+            # one process per machine first: weights that need downloading are fetched once per machine
+            together(lambda: build(True), info)
+            together(lambda: build(False), info)
+            say(f"{restorer.runtime.describe()}; {len(inputs.files)} input(s) over {info.world_size} processes")
+            report = _restore(args, restorer, inputs, say, info)
+        return _finish(args, report, say, show_failures=main)
+    except StoppedByOtherRank:
+        return 2  # rank 0 says why
+    finally:
+        cleanup()
+
+
+def _prepare(args: argparse.Namespace):
+    """The inputs and the pixel limit, after the checks that can fail before the model loads."""
     from pathlib import Path
 
     from vqfr.errors import VQFRError
     from vqfr.io import DEFAULT_MAX_PIXELS
     from vqfr.restore.batch import check_output_folder, check_suffix, collect_inputs
-    from vqfr.utils.lock import output_folder_lock
-
-    say = notices(args)
 
     inputs = collect_inputs(args.input, recursive=args.recursive)
     check_output_folder(Path(args.output), inputs)  # before any slow model loading
@@ -75,17 +145,13 @@ def run(args: argparse.Namespace) -> int:
         raise VQFRError(f"--max-pixels must be positive (or 0 for no limit), got {args.max_pixels:g}")
     else:
         max_pixels = int(args.max_pixels) or None
-    # Create, check and lock the output folder before the slow model loading: an unwritable folder or
-    # one another run is writing into fails now, not after minutes of work.
-    with output_folder_lock(args.output, "vqfr restore"):
-        return _restore(args, inputs, max_pixels, say)
+    return inputs, max_pixels
 
 
-def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> int:
+def _restorer(args: argparse.Namespace, max_pixels: int | None, say, device=None):
+    """The :class:`FaceRestorer` the options ask for (on ``device``, if given, instead of ``--device``)."""
     from vqfr.errors import VQFRError
-    from vqfr.restore.batch import BatchOptions, run_batch
     from vqfr.restore.pipeline import FaceRestorer
-    from vqfr.utils.paths import shown
 
     precision = precision_from_args(args)
     bg = None
@@ -94,9 +160,11 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
             raise VQFRError("--bg-upsampler realesrgan needs --bg-weights PATH (e.g. RealESRGAN_x2plus.pth)")
         from vqfr.restore.background import RealESRGANUpsampler
 
-        bg = RealESRGANUpsampler(args.bg_weights, device=args.device, half=precision == "fp16")
+        bg = RealESRGANUpsampler(args.bg_weights, device=device or args.device, half=precision == "fp16")
     kwargs = restorer_kwargs(args, precision)
     kwargs["detector"] = None if args.aligned else args.detector
+    if device is not None:
+        kwargs["device"] = device
     restorer = FaceRestorer(
         **kwargs,
         upscale=args.upscale,
@@ -108,23 +176,38 @@ def _restore(args: argparse.Namespace, inputs, max_pixels: int | None, say) -> i
         say(restorer.model_reason)
     for note in restorer.notes:
         say(f"note: {note}")
-    say(f"{restorer.runtime.describe()}; {len(inputs.files)} input(s)")
+    return restorer
+
+
+def _restore(args: argparse.Namespace, restorer, inputs, say, ranks=None) -> dict:
+    from vqfr.restore.batch import BatchOptions, run_batch
+
     options = BatchOptions(aligned=args.aligned, ext=args.ext, suffix=args.suffix)
-    progress = not args.quiet and sys.stderr.isatty()
-    report = run_batch(
-        restorer, inputs, args.output, options, progress=progress, log=lambda m: print(m, file=sys.stderr)
-    )
+    progress = not args.quiet and sys.stderr.isatty() and (ranks is None or ranks.is_main)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr)
+
+    return run_batch(restorer, inputs, args.output, options, progress, log, skip_done=args.skip_done, ranks=ranks)
+
+
+def _finish(args: argparse.Namespace, report: dict, say, show_failures: bool = True) -> int:
+    """Print the summary line (and the failures); the exit status: 1 if any input failed."""
+    from vqfr.utils.paths import shown
+
     s = report["summary"]
     line = (
         f"{s['processed']} input(s): {s['restored']} restored ({s['faces']} faces"
         + (f", {s['skipped_faces']} too small/skipped" if s["skipped_faces"] else "")
-        + f"), {s['no_face']} without faces, {s['failed']} failed in {s['seconds']:.1f}s;"
-        + f" results in {shown(args.output)}"
+        + f"), {s['no_face']} without faces, {s['failed']} failed in {s['seconds']:.1f}s"
+        + (f" ({s['reused']} done by an earlier run)" if s["reused"] else "")
+        + f"; results in {shown(args.output)}"
     )
     if s["failed"]:
-        print(line, file=sys.stderr)
-        for failure in s["failures"]:
-            print(f"  failed: {failure['error']}", file=sys.stderr)
+        if show_failures:
+            print(line, file=sys.stderr)
+            for failure in s["failures"]:
+                print(f"  failed: {failure['error']}", file=sys.stderr)
         return 1
     say(line)
     return 0

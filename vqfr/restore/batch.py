@@ -5,6 +5,11 @@
 written to, and the output folder may not be (or sit inside) the folder of any input. An input's
 output files appear all together or not at all, and ``results.json`` lists exactly those. The
 output folder is locked for the run, so two runs cannot mix their outputs.
+
+Under torchrun every process runs the batch with the same inputs: each restores its share
+(:func:`shard`), and rank 0 merges the records into one ``results.json``. Each process also
+records every input it finished as it goes (:mod:`vqfr.restore.records`), so that a run that was
+killed can be resumed with ``skip_done``, restoring only what it had not finished.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import cv2
 import numpy as np
@@ -24,10 +30,16 @@ import numpy as np
 from vqfr import __version__
 from vqfr.errors import VQFRError
 from vqfr.io import IMAGE_EXTENSIONS, encode_image, read_image, supports_alpha
+from vqfr.restore import records
 from vqfr.restore.pipeline import FaceRestorer, RestoreResult
-from vqfr.utils.atomic import atomic_write_group
+from vqfr.utils.atomic import atomic_write_group, remove_stale_temps
 from vqfr.utils.lock import output_folder_lock
 from vqfr.utils.paths import blocking_file, shown
+
+if TYPE_CHECKING:
+    from vqfr.utils.dist import DistInfo
+
+T = TypeVar("T")
 
 _GLOB_CHARS = set("*?[")
 
@@ -170,22 +182,51 @@ def run_batch(
     options: BatchOptions,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    skip_done: bool = False,
+    ranks: DistInfo | None = None,
 ) -> dict:
     """Restore every input file; returns the ``results.json`` document (also written to ``outdir``).
 
     The output folder is created and locked for the whole run (a second run into it is refused).
+
+    ``skip_done``: inputs that earlier runs into ``outdir`` finished (their latest record says so,
+    with the same model and output settings, and every file it lists is still there) are not
+    restored again; their records are carried over, so ``results.json`` still lists every input.
+
+    ``ranks``: under torchrun, this process's :class:`~vqfr.utils.dist.DistInfo`. Every rank calls
+    ``run_batch`` with the same arguments and holds the folder lock (rank 0 with
+    ``output_folder_lock(shared=True)``, the others with ``join_folder_lock``); each restores its
+    :func:`shard` of the inputs still to do, and rank 0 writes ``results.json`` for all of them.
+    Rank 0 gets the whole document, the other ranks all of it but the ``inputs`` list.
     """
     outdir = Path(outdir).expanduser()
     check_output_folder(outdir, inputs)
     check_suffix(options.suffix)
     with output_folder_lock(outdir, "vqfr restore"):
-        return _run_locked(restorer, inputs, outdir, options, progress, log)
+        return _run_locked(restorer, inputs, outdir, options, progress, log, skip_done, ranks)
 
 
-def _run_locked(restorer, inputs: InputSet, outdir: Path, options: BatchOptions, progress: bool, log) -> dict:
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """The share of rank ``rank`` out of ``world``: items ``rank``, ``rank + world``, ... (in order).
+
+    The same list gives every rank the same share on every run, and the shares differ by at most one.
+    """
+    return list(items[rank::world])
+
+
+def _run_locked(
+    restorer, inputs: InputSet, outdir: Path, options: BatchOptions, progress: bool, log, skip_done: bool, ranks
+) -> dict:
     from tqdm import tqdm
 
-    from vqfr.utils.atomic import atomic_write_text
+    rank, world = (ranks.rank, ranks.world_size) if ranks is not None else (0, 1)
+
+    def together(step: Callable[[], T], main_only: bool) -> T:
+        if world == 1:
+            return step()
+        from vqfr.utils.dist import together as on_every_rank
+
+        return on_every_rank(step, ranks, main_only)
 
     stems = output_stems(inputs)
     input_set = {f.resolve() for f in inputs.files}
@@ -211,38 +252,144 @@ def _run_locked(restorer, inputs: InputSet, outdir: Path, options: BatchOptions,
             "batch_size": restorer.batch_size,
             "face_size": restorer.face_size,
             "ext": options.ext,
+            "suffix": options.suffix,
         },
         "inputs": [],
         "summary": {},
     }
     started = time.perf_counter()
-    bar = tqdm(inputs.files, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     say = log or (lambda msg: None)
+    reused: dict[int, dict] = {}  # on rank 0: input index -> record carried over from an earlier run
+
+    def plan() -> tuple[int, list[int]]:
+        if skip_done:
+            reused.update(_finished_earlier(inputs, stems, outdir, options, report))
+            remove_stale_temps(outdir)  # what a killed run was writing
+        else:
+            records.clear_parts(outdir)  # a fresh run: what earlier runs recorded is no longer the plan
+        return records.next_run(outdir), [i for i in range(len(inputs.files)) if i not in reused]
+
+    run, todo = together(plan, main_only=True)  # rank 0 alone reads the folder, so all ranks agree
+    mine = shard(todo, rank, world)
+    header = {k: report[k] for k in ("vqfr_version", "model", "settings")}
     try:
-        for file in bar:
+        part: records.PartWriter | None = records.PartWriter(outdir, run, rank, header)
+    except OSError as err:
+        part = None
+        say(f"note: cannot record progress in {shown(outdir / records.PARTS)} ({err.strerror or err}); {_REDO}")
+    done: dict[int, dict] = {}
+    bar = tqdm(mine, unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    try:
+        for i in bar:
+            file = inputs.files[i]
             bar.set_postfix_str(shown(file.name)[-30:], refresh=False)
             entry = _restore_one(restorer, file, stems[file], outdir, options, input_set)
-            report["inputs"].append(entry)
+            done[i] = entry
+            if part is not None:
+                try:
+                    part.add(entry)
+                except OSError as err:
+                    part.close()
+                    part = None
+                    (bar.write if progress else say)(
+                        f"note: cannot record progress in {shown(outdir / records.PARTS)} ({err.strerror or err}); "
+                        + _REDO
+                    )
             if entry["status"] == "error":
                 (bar.write if progress else say)(f"error: {entry['error']}")
     finally:
         bar.close()
-        report["summary"] = _summary(report["inputs"], len(inputs.files), time.perf_counter() - started)
-        path = outdir / "results.json"
-        try:
-            atomic_write_text(path, json.dumps(report, indent=2) + "\n")
-        except OSError as err:
-            raise VQFRError(
-                f"cannot write {shown(path)} ({err.strerror or err}); the files restored so far are not listed"
-            ) from None
-    return report
+        if part is not None:
+            part.close()
+        if world == 1:  # also after an error or Ctrl-C: results.json lists what was finished
+            _write_results(report, inputs, reused, done, str(restorer.device), time.perf_counter() - started, outdir)
+    if world == 1:
+        return report
+    from vqfr.utils.dist import gather_on_main
+
+    gathered = gather_on_main((str(restorer.device), done), ranks)
+
+    def merge() -> dict:
+        devices = sorted({device for device, _ in gathered}, key=lambda d: (len(d), d))
+        everything = {i: entry for _, entries in gathered for i, entry in entries.items()}
+        _write_results(report, inputs, reused, everything, ", ".join(devices), time.perf_counter() - started, outdir)
+        return {k: v for k, v in report.items() if k != "inputs"}
+
+    summary_only = together(merge, main_only=True)
+    return report if rank == 0 else summary_only
 
 
-def _summary(entries: list[dict], planned: int, seconds: float) -> dict:
+_REDO = "if this run is killed, a rerun with --skip-done restores the inputs it finished again"
+
+
+def _write_results(report, inputs, reused, done, device, seconds, outdir) -> None:
+    """Fill in and write ``results.json``: this run's records and the reused ones, in input order."""
+    from vqfr.utils.atomic import atomic_write_text
+
+    report["settings"]["device"] = device
+    listed = (done.get(i, reused.get(i)) for i in range(len(inputs.files)))
+    report["inputs"] = [entry for entry in listed if entry is not None]
+    report["summary"] = _summary(report["inputs"], len(inputs.files), seconds, reused=len(reused))
+    path = outdir / "results.json"
+    try:
+        atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+    except OSError as err:
+        raise VQFRError(
+            f"cannot write {shown(path)} ({err.strerror or err}); the files restored so far are not listed"
+        ) from None
+    records.clear_parts(outdir)  # results.json holds every record now
+
+
+def _finished_earlier(inputs: InputSet, stems: dict, outdir: Path, options: BatchOptions, report: dict) -> dict:
+    """Input index -> the record (with this run's spelling of the paths) of inputs done by earlier runs."""
+    earlier = records.earlier_records(outdir, report["model"], report["settings"])
+    reused = {}
+    for i, file in enumerate(inputs.files):
+        record = earlier.get(os.path.abspath(file))
+        if record is not None:
+            record = _still_there(record, file, stems[file], outdir, options)
+            if record is not None:
+                reused[i] = record
+    return reused
+
+
+def _still_there(record: dict, file: Path, stem: str, outdir: Path, options: BatchOptions) -> dict | None:
+    """``record`` rebased on ``outdir`` if it says the input was restored and all its files are where
+    this run would write them; else None (the input is restored again)."""
+    if record.get("status") not in ("ok", "no_face") or not isinstance(record.get("output"), str):
+        return None
+    root = Path(os.path.abspath(outdir))
+    suffix = f"_{options.suffix}" if options.suffix else ""
+    try:
+        rel = Path(os.path.abspath(record["output"])).relative_to(root)
+    except ValueError:
+        return None
+    output = outdir / rel
+    if rel.with_suffix("").as_posix() != f"restored_imgs/{stem}{suffix}" or not output.is_file():
+        return None
+    faces = []
+    for face in record.get("faces") or []:
+        if not isinstance(face, dict) or not isinstance(face.get("index"), int):
+            return None
+        paths = _face_paths(outdir, stem, face["index"], suffix)
+        if options.save_faces:
+            for key, path in paths.items():
+                given = face.get(key)
+                if not isinstance(given, str) or os.path.abspath(given) != os.path.abspath(path):
+                    return None
+                if not path.is_file():
+                    return None
+            face = {**face, **{k: str(v) for k, v in paths.items()}}
+        faces.append(face)
+    return {**record, "input": str(file), "output": str(output), "faces": faces}
+
+
+def _summary(entries: list[dict], planned: int, seconds: float, reused: int = 0) -> dict:
     count = {s: sum(e["status"] == s for e in entries) for s in ("ok", "no_face", "error")}
     return {
         "inputs": planned,
         "processed": len(entries),
+        "reused": reused,
         "restored": count["ok"],
         "no_face": count["no_face"],
         "failed": count["error"],
@@ -343,11 +490,7 @@ def _save(result: RestoreResult, file, stem, outdir, options, entry, input_set, 
             crop, restored = face.cropped, face.restored
             if gray:
                 crop, restored = _gray(crop), _gray(restored)
-            paths = {
-                "cropped": outdir / "cropped_faces" / f"{stem}_{face.index:02d}.png",
-                "restored": outdir / "restored_faces" / f"{stem}_{face.index:02d}{suffix}.png",
-                "cmp": outdir / "cmp" / f"{stem}_{face.index:02d}.png",
-            }
+            paths = _face_paths(outdir, stem, face.index, suffix)
             images = {"cropped": crop, "restored": restored, "cmp": np.concatenate([crop, restored], axis=1)}
             files += [(paths[k], encode_image(paths[k], images[k])) for k in paths]
             faces.append({**face.to_dict(), **{k: str(v) for k, v in paths.items()}})
@@ -363,6 +506,15 @@ def _save(result: RestoreResult, file, stem, outdir, options, entry, input_set, 
     entry["output"] = str(out_path)
     entry["output_size"] = [image.shape[1], image.shape[0]]
     entry["faces"] = faces
+
+
+def _face_paths(outdir: Path, stem: str, index: int, suffix: str) -> dict[str, Path]:
+    """Where face ``index`` of the input named ``stem`` goes (``suffix``: "" or "_TEXT")."""
+    return {
+        "cropped": outdir / "cropped_faces" / f"{stem}_{index:02d}.png",
+        "restored": outdir / "restored_faces" / f"{stem}_{index:02d}{suffix}.png",
+        "cmp": outdir / "cmp" / f"{stem}_{index:02d}.png",
+    }
 
 
 def _gray(rgb: np.ndarray) -> np.ndarray:

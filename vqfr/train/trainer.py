@@ -28,13 +28,13 @@ from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
 from vqfr.nn.quantize import L2VectorQuantizerKmeans
+from vqfr.utils.dist import DistInfo, any_rank, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from vqfr.utils.paths import unwritable_reason
 
 from . import checkpointing as ckpt
 from .codebook import DeadCodeRestarter
 from .config import dump_config
 from .discriminators import build_discriminator
-from .dist import DistInfo, any_rank, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from .ema import EMA
 from .losses import (
     adaptive_weight,

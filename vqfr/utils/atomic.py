@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+_TEMP_NAME = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")  # create_temp's names with the default suffix
 
 
 def create_temp(path: str | os.PathLike, suffix: str = ".tmp") -> tuple[int, Path]:
@@ -108,3 +111,19 @@ def atomic_write_group(files: Sequence[tuple[str | os.PathLike, bytes]]) -> None
             with contextlib.suppress(OSError):
                 os.unlink(path)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Remove the temporary files that killed writers left in ``folder`` and below; returns how many.
+
+    A process killed outright (SIGKILL, power loss) cannot remove its temporary files. Call this
+    only while nobody writes into ``folder`` (e.g. holding its output-folder lock).
+    """
+    removed = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            if _TEMP_NAME.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(parent, name))
+                    removed += 1
+    return removed

@@ -5,6 +5,10 @@ Two runs writing into the same folder would overwrite each other's outputs and e
 the kernel drops it when its process ends, however it ends, so a lock file left by a killed run
 is simply taken over (no stale-lock guessing from pids). The file records the holder's pid,
 host and command for the error message of a second run, and is removed on a clean exit.
+
+A run of several processes (torchrun ranks writing into one folder) shares the lock: rank 0
+takes it as usual with ``shared=True``, which then holds it shared; the other ranks join with
+:func:`join_folder_lock`. Any other run is refused as long as any rank of this one is alive.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ _held: dict[str, int] = {}  # folders this process has locked -> nesting depth
 
 
 @contextlib.contextmanager
-def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr") -> Iterator[Path]:
+def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr", shared: bool = False) -> Iterator[Path]:
     """Create ``folder`` if needed and hold its lock for the ``with`` block; yields the folder.
 
     Raises a one-line :class:`VQFRError` when the folder cannot be created or written (so callers
     learn it before any slow work) or when another process holds the lock (naming its pid).
     Re-entrant within a process. Folders it created are removed again if still empty at the end.
+    ``shared``: once taken, hold the lock shared so that the other processes of this run can
+    :func:`join_folder_lock` it (they must join only after this call succeeded).
     """
     folder = Path(folder).expanduser()
     key = str(folder.resolve())
@@ -48,7 +54,7 @@ def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr") -> Iter
         return
     created = _make_folder(folder)
     try:
-        fd = _acquire(folder, command)
+        fd = _acquire(folder, command, shared)
     except BaseException:
         _remove_empty(created)
         raise
@@ -78,7 +84,49 @@ def _remove_empty(created: list[Path]) -> None:
             path.rmdir()  # fails (and stops nothing) when the folder is not empty
 
 
-def _acquire(folder: Path, command: str) -> int:
+@contextlib.contextmanager
+def join_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
+    """Hold, shared, the lock another process of this run took with ``output_folder_lock(shared=True)``.
+
+    One-line :class:`VQFRError` when there is no such lock file (e.g. the folder is not on a file
+    system this process shares with rank 0) or when it is held exclusively. Re-entrant like
+    :func:`output_folder_lock`, which it satisfies in this process. The lock file is left in place.
+    """
+    folder = Path(folder).expanduser()
+    key = str(folder.resolve())
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield folder
+        finally:
+            _held[key] -= 1
+        return
+    path = folder / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise VQFRError(
+            f"output folder {shown(folder)} has no {LOCK_NAME} from rank 0 of this run: "
+            "every rank must see the output folder on a shared file system"
+        ) from None
+    except OSError as err:
+        raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise VQFRError(f"output folder {shown(folder)} is in use by another run ({holder})") from None
+    _held[key] = 1
+    try:
+        yield folder
+    finally:
+        del _held[key]
+        os.close(fd)
+
+
+def _acquire(folder: Path, command: str, shared: bool = False) -> int:
     path = folder / LOCK_NAME
     while True:
         try:
@@ -113,6 +161,17 @@ def _acquire(folder: Path, command: str) -> int:
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
+    if shared and fcntl is not None:
+        # flock converts by unlocking, then locking: another run may slip in between and win
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise VQFRError(
+                f"output folder {shown(folder)} is in use by another run ({holder}); wait for it to finish "
+                "or choose another folder"
+            ) from None
     return fd
 
 

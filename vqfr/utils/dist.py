@@ -1,4 +1,4 @@
-"""Process-group setup for single-process and torchrun (DDP) training.
+"""Process groups for torchrun: DDP training and sharded restoration.
 
 torchrun sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; with them we join a process
 group (NCCL on GPUs, gloo on CPU) and pin each process to ``cuda:LOCAL_RANK``.
@@ -8,14 +8,18 @@ Multi-node runs use torchrun's usual ``--nnodes/--node_rank/--rdzv_*`` flags.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from vqfr.errors import VQFRError
 from vqfr.utils.device import select_device
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -34,9 +38,20 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the torchrun process group if there is one; choose this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def world_size() -> int:
+    """How many processes torchrun started for this run (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def init_distributed(
+    device: str = "auto", backend: str | None = None, timeout: timedelta = timedelta(minutes=30)
+) -> DistInfo:
+    """Join the torchrun process group if there is one; choose this process's device.
+
+    ``backend``: None picks NCCL when the ranks run on CUDA, else gloo. ``timeout``: how long a
+    collective waits for the slowest rank before failing.
+    """
+    world = world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device != "auto" and device != "cpu" and not device.startswith("cuda"):
@@ -49,8 +64,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        dist.init_process_group(backend=backend or ("nccl" if use_cuda else "gloo"), timeout=timeout)
     return DistInfo(rank=rank, local_rank=local_rank, world_size=world, device=dev)
 
 
@@ -91,3 +105,50 @@ def gather_objects(obj, info: DistInfo) -> list:
     out = [None] * info.world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def gather_on_main(obj, info: DistInfo) -> list | None:
+    """Every rank's ``obj``, in rank order, on rank 0 (None on the others)."""
+    if not info.distributed:
+        return [obj]
+    out = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def broadcast_from_main(obj, info: DistInfo):
+    """Rank 0's ``obj``, on every rank."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class StoppedByOtherRank(VQFRError):
+    """Another rank failed a :func:`together` step; rank 0 reports why, this rank just stops."""
+
+
+def together(step: Callable[[], T], info: DistInfo, main_only: bool = False) -> T:
+    """Run ``step()`` on every rank, or with ``main_only`` on rank 0 alone (every rank gets its result).
+
+    A :class:`VQFRError` on any rank stops them all, so no rank waits forever for one that gave up:
+    rank 0 raises it (naming the ranks when their messages differ), the others raise
+    :class:`StoppedByOtherRank`. Other exceptions end their process (torchrun then stops the rest).
+    """
+    if not info.distributed:
+        return step()
+    result, error = None, None
+    if info.is_main or not main_only:
+        try:
+            result = step()
+        except VQFRError as err:
+            error = str(err)
+    failed = [(rank, err) for rank, err in enumerate(gather_objects(error, info)) if err is not None]
+    if failed:
+        if not info.is_main:
+            raise StoppedByOtherRank(f"stopped: rank {failed[0][0]} failed")
+        if failed[0][0] == 0 and len({err for _, err in failed}) == 1:
+            raise VQFRError(failed[0][1])
+        raise VQFRError("; ".join(f"rank {rank}: {err}" for rank, err in failed))
+    return broadcast_from_main(result, info) if main_only else result
