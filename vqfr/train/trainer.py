@@ -28,6 +28,7 @@ from . import checkpointing as ckpt
 from .config import dump_config
 from .dist import DistInfo, any_rank, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from .nets import build_generator
+from .runlog import RunLog
 from .tasks import build_task
 
 
@@ -55,6 +56,12 @@ def _unwrap_worker_errors(loader) -> Iterator[dict]:
             lines = [line for line in str(err).splitlines() if line.strip()] or [""]
             raise VQFRError(f"training data: {lines[-1].removeprefix(prefix)}") from None
         yield batch
+
+
+def _check_finite(logs: dict[str, Tensor], step: int) -> None:
+    if not torch.isfinite(torch.stack([v.float().reshape(()) for v in logs.values()])).all():
+        bad = [k for k, v in logs.items() if not torch.isfinite(v).all()]
+        raise VQFRError(f"loss {', '.join(bad)} became non-finite at step {step}; lower the lr")
 
 
 class Trainer:
@@ -289,11 +296,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def _on_signal(self, signum, frame) -> None:
-        if self._stop_signal is not None:  # second signal: stop now
-            raise KeyboardInterrupt
-        self._stop_signal = signal.Signals(signum).name
-
     def fit(self, callback: Callable[[int, dict[str, Tensor]], None] | None = None) -> dict[str, Any]:
         """Train until ``total_steps`` (or ``stop_at``), a signal, or an error; returns a summary.
 
@@ -308,88 +310,22 @@ class Trainer:
             raise VQFRError(f"step {self.step}: cannot write {what}: {err.strerror or err}") from None
 
     def _fit(self, callback: Callable[[int, dict[str, Tensor]], None] | None) -> dict[str, Any]:
-        cfg, log_cfg = self.cfg, self.cfg["logging"]
-        total = int(cfg["train"]["total_steps"])
+        total = int(self.cfg["train"]["total_steps"])
         end = min(total, self.stop_at) if self.stop_at else total
-        writer = log_file = bar = None
-        if self.info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            from vqfr.utils.atomic import atomic_write_text
-
-            resolved = dict(cfg)
-            resolved["losses"] = {
-                **cfg["losses"],
-                "perceptual": {**cfg["losses"]["perceptual"], "ran": self.task.perceptual_name},
-            }
-            atomic_write_text(self.out / "config.yml", dump_config(resolved))
-            log_file = open(self.out / "train.log", "a", buffering=1)  # noqa: SIM115 - closed in finally
-            if log_cfg["tensorboard"]:
-                from torch.utils.tensorboard import SummaryWriter
-
-                writer = SummaryWriter(str(self.out / "tb"))
-        self._log(
-            log_file,
-            f"{'resuming ' + str(self.resumed_from) + ' at' if self.resumed_from else 'starting'} step {self.step}"
-            f" | {self.arch} {self.stage} | {self.info.world_size} process(es) on {self.device.type}"
-            f" | perceptual: {self.task.perceptual_name} | amp: {'bf16' if self.amp_dtype else 'off'}"
-            f" | {self.task.param_summary}",
-        )
-        handlers = {}
-        if sys.platform != "win32":
-            with contextlib.suppress(ValueError):  # not the main thread: no handlers
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    handlers[sig] = signal.signal(sig, self._on_signal)
-        stopped_by = None
-        last_logs: dict[str, float] = {}
         start_step, t0 = self.step, time.time()
-        try:
-            if self.info.is_main and self.show_progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=end, initial=self.step, desc=cfg.get("name") or self.arch, dynamic_ncols=True)
-            if self.step < end:
-                for batch in _unwrap_worker_errors(self._train_loader()):
-                    self.step += 1
-                    self.task.set_lr(self.step)
-                    logs = self.task.train_step(batch, self.step)
-                    if not torch.isfinite(torch.stack([v.float().reshape(()) for v in logs.values()])).all():
-                        bad = [k for k, v in logs.items() if not torch.isfinite(v).all()]
-                        raise VQFRError(f"loss {', '.join(bad)} became non-finite at step {self.step}; lower the lr")
-                    if callback is not None:
-                        callback(self.step, logs)
-                    if bar is not None:
-                        bar.update(1)
-                    if self.step % int(log_cfg["print_every"]) == 0 or self.step == end:
-                        last_logs = mean_over_ranks({k: float(v) for k, v in logs.items()}, self.info)
-                        self._write_scalars(writer, log_file, bar, last_logs)
-                    if self.info.is_main and self.step % int(log_cfg["image_every"]) == 0:
-                        self._write_images(writer)
-                    if self.step % int(log_cfg["val_every"]) == 0:
-                        self._write_val(writer, log_file, self.validate())
-                    stop = any_rank(self._stop_signal is not None, self.info)
-                    if self.step % int(log_cfg["checkpoint_every"]) == 0 or self.step >= end or stop:
-                        path = self.save()
-                        if path is not None:
-                            self._log(log_file, f"step {self.step}: saved {path}")
-                    if stop:
-                        stopped_by = self._stop_signal or "another rank"
-                        break
-                    if self.step >= end:
-                        break
-            if self.step >= total and self.info.is_main:
-                self.export(self.out / "weights" / "net_g_final.pth")
-                self._log(log_file, f"finished: weights in {self.out / 'weights' / 'net_g_final.pth'}")
-            if stopped_by:
-                self._log(log_file, f"stopped by {stopped_by} at step {self.step}; resume with --resume auto")
-        finally:
-            for sig, old in handlers.items():
-                signal.signal(sig, old)
-            if bar is not None:
-                bar.close()
-            if writer is not None:
-                writer.close()
-            if log_file is not None:
-                log_file.close()
+        if self.info.is_main:
+            self._write_config()
+        log = RunLog(self.out, self.info.is_main, self.show_progress, bool(self.cfg["logging"]["tensorboard"]))
+        with log:
+            log.line(self._start_line())
+            with self._stop_on_signals():
+                log.start_progress(end, self.step, self.cfg.get("name") or self.arch)
+                stopped_by, last_logs = self._train_until(end, log, callback)
+                if self.step >= total and self.info.is_main:
+                    self.export(self.out / "weights" / "net_g_final.pth")
+                    log.line(f"finished: weights in {self.out / 'weights' / 'net_g_final.pth'}")
+                if stopped_by:
+                    log.line(f"stopped by {stopped_by} at step {self.step}; resume with --resume auto")
         elapsed = time.time() - t0
         steps = self.step - start_step
         return {
@@ -402,53 +338,77 @@ class Trainer:
             "out": str(self.out),
         }
 
-    def _log(self, log_file, line: str) -> None:
-        if not self.info.is_main:
-            return
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        if log_file is not None:
-            log_file.write(f"{stamp} {line}\n")
-        if self.show_progress:
-            from tqdm import tqdm
+    def _train_until(
+        self, end: int, log: RunLog, callback: Callable[[int, dict[str, Tensor]], None] | None
+    ) -> tuple[str | None, dict[str, float]]:
+        """Steps until ``end`` or a stop request; returns who stopped the run (None) and the last logged scalars."""
+        log_cfg = self.cfg["logging"]
+        last_logs: dict[str, float] = {}
+        if self.step >= end:
+            return None, last_logs
+        for batch in _unwrap_worker_errors(self._train_loader()):
+            self.step += 1
+            self.task.set_lr(self.step)
+            logs = self.task.train_step(batch, self.step)
+            _check_finite(logs, self.step)
+            if callback is not None:
+                callback(self.step, logs)
+            log.advance()
+            if self.step % int(log_cfg["print_every"]) == 0 or self.step == end:
+                last_logs = mean_over_ranks({k: float(v) for k, v in logs.items()}, self.info)
+                log.scalars(self.step, last_logs, self.task.learning_rates())
+            if self.info.is_main and self.step % int(log_cfg["image_every"]) == 0:
+                log.images(self.step, self.image_grid())
+            if self.step % int(log_cfg["val_every"]) == 0:
+                log.validation(self.step, self.validate())
+            stop = any_rank(self._stop_signal is not None, self.info)
+            if self.step % int(log_cfg["checkpoint_every"]) == 0 or self.step >= end or stop:
+                path = self.save()
+                if path is not None:
+                    log.line(f"step {self.step}: saved {path}")
+            if stop:
+                return self._stop_signal or "another rank", last_logs
+            if self.step >= end:
+                break
+        return None, last_logs
 
-            tqdm.write(line, file=sys.stderr)  # above the progress bar
-        else:
-            print(f"{stamp} {line}", file=sys.stderr, flush=True)
+    def _write_config(self) -> None:
+        """``{out}/config.yml``: the merged config, with the perceptual network that actually ran."""
+        from vqfr.utils.atomic import atomic_write_text
 
-    def _write_scalars(self, writer, log_file, bar, logs: dict[str, float]) -> None:
-        if not self.info.is_main:
-            return
-        if writer is not None:
-            for k, v in logs.items():
-                writer.add_scalar(f"train/{k}", v, self.step)
-            for k, v in self.task.learning_rates().items():
-                writer.add_scalar(f"lr/{k}", v, self.step)
-        short = {k: f"{v:.4g}" for k, v in logs.items() if not k.startswith(("real_score", "fake_score"))}
-        line = f"step {self.step} " + " ".join(f"{k}={v}" for k, v in short.items())
-        if bar is not None:
-            bar.set_postfix(short, refresh=False)
-        else:
-            print(line, file=sys.stderr, flush=True)
-        if log_file is not None:
-            log_file.write(line + "\n")
+        self.out.mkdir(parents=True, exist_ok=True)
+        losses = self.cfg["losses"]
+        perceptual = {**losses["perceptual"], "ran": self.task.perceptual_name}
+        resolved = {**self.cfg, "losses": {**losses, "perceptual": perceptual}}
+        atomic_write_text(self.out / "config.yml", dump_config(resolved))
 
-    def _write_images(self, writer) -> None:
-        """The current batch as a grid, to TensorBoard and to ``{out}/images/step_N.png``."""
-        from vqfr.data.images import write_png
+    def _start_line(self) -> str:
+        begin = f"resuming {self.resumed_from} at" if self.resumed_from else "starting"
+        return (
+            f"{begin} step {self.step} | {self.arch} {self.stage}"
+            f" | {self.info.world_size} process(es) on {self.device.type}"
+            f" | perceptual: {self.task.perceptual_name} | amp: {'bf16' if self.amp_dtype else 'off'}"
+            f" | {self.task.param_summary}"
+        )
 
-        grid = self.image_grid()
-        if writer is not None:
-            writer.add_image("train/lq_texture_main_gt", grid, self.step)
-        img = (grid.permute(1, 2, 0).numpy() * 255.0).round().clip(0, 255).astype("uint8")
-        write_png(self.out / "images" / f"step_{self.step:08d}.png", img)
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """SIGINT / SIGTERM ask the loop to save and stop after the current step; a second one stops at once."""
+        handlers = {}
+        if sys.platform != "win32":
+            with contextlib.suppress(ValueError):  # not the main thread: no handlers
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            yield
+        finally:
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
 
-    def _write_val(self, writer, log_file, res: dict[str, float] | None) -> None:
-        if res is None or not self.info.is_main:
-            return
-        if writer is not None:
-            for k, v in res.items():
-                writer.add_scalar(f"val/{k}", v, self.step)
-        self._log(log_file, f"step {self.step}: validation psnr {res['psnr']:.3f} dB, ssim {res['ssim']:.4f}")
+    def _on_signal(self, signum, frame) -> None:
+        if self._stop_signal is not None:  # second signal: stop now
+            raise KeyboardInterrupt
+        self._stop_signal = signal.Signals(signum).name
 
 
 def run_training(
