@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -370,6 +371,29 @@ def test_stage2_needs_matching_stage1(assets, tmp_path):
     cfg["stage1"]["weights"] = None
     with pytest.raises(VQFRError, match="stage1.weights"):
         run(cfg, tmp_path)
+
+
+def test_the_task_table_picks_each_networks_task_and_drives_the_config_check(assets, monkeypatch):
+    from vqfr.train import tasks
+    from vqfr.train.tasks.base import Task
+
+    for (stage, arch), spec in tasks.TASKS.items():
+        assert issubclass(tasks.task_class(stage, arch), Task)
+        assert spec.stage1 is None or ("codebook", spec.stage1) in tasks.TASKS
+    with pytest.raises(VQFRError, match="stage codebook trains VQGANv1/VQGANv2, not VQFRv2"):
+        merge_config(tiny_cfg(assets, "codebook", "VQFRv2"))
+    cfg = restoration_cfg(assets, "VQFRv2")
+    cfg["stage1"]["arch"] = "VQGANv1"
+    with pytest.raises(VQFRError, match="VQFRv2 is trained against a VQGANv2 stage-1 network"):
+        merge_config(cfg)
+    cfg = restoration_cfg(assets, "VQFRv1")
+    cfg["train"]["main_branch_start"] = 5
+    with pytest.raises(VQFRError, match="train.main_branch_start is for VQFRv2, not VQFRv1"):
+        merge_config(cfg)
+    # an option is a network's when its table entry says so
+    entry = tasks.TASKS[("restoration", "VQFRv1")]
+    monkeypatch.setitem(tasks.TASKS, ("restoration", "VQFRv1"), replace(entry, options=("train.main_branch_start",)))
+    assert merge_config(cfg)["train"]["main_branch_start"] == 5
 
 
 # ---------------------------------------------------------------------------------------------- golden losses
