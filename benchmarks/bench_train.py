@@ -105,7 +105,7 @@ def bench_one(name: str, steps: int, warmup: int, device: str, batch: int | None
         "device": where,
         "batch": cfg["data"]["batch_size_per_gpu"],
         "size": size,
-        "perceptual": trainer.perceptual_name,
+        "perceptual": trainer.task.perceptual_name,
         "amp": "bf16" if trainer.amp_dtype else "off",
         "steps_timed": n,
         "s_per_step": seconds / n if n > 0 else float("nan"),

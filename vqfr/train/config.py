@@ -15,7 +15,9 @@ import yaml
 
 from vqfr.errors import VQFRError
 
-STAGES = ("codebook", "restoration")
+from .tasks import TASKS, trained_archs
+
+STAGES = tuple(dict.fromkeys(stage for stage, _ in TASKS))  # codebook, restoration
 OUTPUT_KEYS = ("dec", "main_dec", "texture_dec")
 
 DEFAULTS: dict[str, Any] = {
@@ -338,16 +340,18 @@ def validate(cfg: dict) -> None:
     net = cfg["network"]
     _need(bool(net["arch"]), "config network.arch is required")
     _need(isinstance(net["config"], dict), "config network.config must be the network's constructor mapping")
-    codebook_archs, restore_archs = ("VQGANv1", "VQGANv2"), ("VQFRv1", "VQFRv2")
-    if cfg["stage"] == "codebook":
-        _need(net["arch"] in codebook_archs, f"stage codebook trains VQGANv1/VQGANv2, not {net['arch']}")
-    else:
-        _need(net["arch"] in restore_archs, f"stage restoration trains VQFRv1/VQFRv2, not {net['arch']}")
+    archs = trained_archs(cfg["stage"])
+    _need(net["arch"] in archs, f"stage {cfg['stage']} trains {'/'.join(archs)}, not {net['arch']}")
+    spec = TASKS[(cfg["stage"], net["arch"])]
+    if cfg["stage"] == "restoration":
         s1 = cfg["stage1"]
-        _need(isinstance(s1, dict) and s1.get("arch") in codebook_archs, "restoration needs stage1.arch (VQGANv1/v2)")
+        stage1_archs = trained_archs("codebook")
+        _need(
+            isinstance(s1, dict) and s1.get("arch") in stage1_archs,
+            f"restoration needs stage1.arch ({'/'.join(stage1_archs)})",
+        )
         _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
-        expected = "VQGANv2" if net["arch"] == "VQFRv2" else "VQGANv1"
-        _need(s1["arch"] == expected, f"{net['arch']} is trained against a {expected} stage-1 network")
+        _need(s1["arch"] == spec.stage1, f"{net['arch']} is trained against a {spec.stage1} stage-1 network")
     from vqfr.nn.configs import check_network_config  # value types, before anything is built
 
     check_network_config(net["arch"], net["config"], "config network.config")
@@ -361,11 +365,12 @@ def validate(cfg: dict) -> None:
     train["fidelity_ratio"] = _num(train["fidelity_ratio"], "train.fidelity_ratio", 0.0, 1.0)
     _int(train["main_branch_start"], "train.main_branch_start", 0)
     _int(train["restart_dead_codes_every"], "train.restart_dead_codes_every", 0)
-    if train["restart_dead_codes_every"]:
-        _need(net["arch"] == "VQGANv2", "train.restart_dead_codes_every is for VQGANv2 (stage 1)")
     _need(isinstance(net["zero_init_main_branch"], bool), "network.zero_init_main_branch must be true or false")
-    if train["main_branch_start"] or net["zero_init_main_branch"]:
-        _need(net["arch"] == "VQFRv2", "train.main_branch_start and network.zero_init_main_branch are for VQFRv2")
+    for key in ("train.restart_dead_codes_every", "train.main_branch_start", "network.zero_init_main_branch"):
+        block, name = key.split(".")
+        if cfg[block][name] and key not in spec.options:  # an option of another network's task
+            users = "/".join(arch for (_, arch), other in TASKS.items() if key in other.options)
+            raise VQFRError(f"{key} is for {users}, not {net['arch']}")
     for key in ("optim_g", "optim_d"):
         _optimizer(train[key], f"train.{key}")
     if train["optim_g_main"] is not None:

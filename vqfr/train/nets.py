@@ -1,13 +1,7 @@
-"""Building the networks of a run: the trained generator, its frozen stage-1 teacher, the parameter groups.
+"""Building the networks of a run: the trained generator and its frozen stage-1 teacher.
 
-Stage 2 (restoration) follows the published recipe:
-* VQFRv2 is initialised from the stage-1 VQGANv2 (encoder, codebook, texture decoder).
-  Trained: group ``enc`` = encoder + code predictor (``feat2index``); group ``main`` = main
-  branch + input-feature conv. Everything else (codebook, texture decoder and the output
-  conv it shares with the main branch) is frozen. The output conv's weight keeps
-  ``requires_grad`` only so the adaptive GAN weight can be measured there; no optimizer
-  holds it.
-* VQFRv1 is initialised from the stage-1 VQGANv1; only its codebook (``embedding``) is frozen.
+Stage 2 (restoration) starts from the stage-1 VQGAN (encoder, codebook, texture decoder); which
+parts it then trains is its task's choice (``vqfr/train/tasks``).
 """
 
 from __future__ import annotations
@@ -68,28 +62,3 @@ def zero_init_main_branch(net: nn.Module) -> None:
             nn.init.zeros_(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-
-
-def param_groups(cfg: dict, net: nn.Module) -> dict[str, list[nn.Parameter]]:
-    """Trainable parameters by optimizer group; sets ``requires_grad`` to match (frozen parts off)."""
-    arch = cfg["network"]["arch"]
-    if arch == "VQFRv2":
-        enc, main = [], []
-        last = net.get_last_layer()
-        for name, p in net.named_parameters():
-            if name.startswith(("encoder.", "feat2index.")):
-                enc.append(p)
-                p.requires_grad_(True)
-            elif name.startswith(("main_branch.", "inpfeat_extraction.")):
-                main.append(p)
-                p.requires_grad_(True)
-            else:
-                p.requires_grad_(p is last)  # frozen; the last layer only measures gradients
-        groups = {"enc": enc}
-        if cfg["train"]["optim_g_main"]:
-            groups["main"] = main
-        else:
-            groups["enc"] = enc + main
-        return groups
-    trainable = [p for p in net.parameters() if p.requires_grad]  # honours fix_keys
-    return {"g": trainable}
