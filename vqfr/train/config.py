@@ -328,6 +328,13 @@ def _lookup(node: Any, parts: list[str], prefix: str = "") -> list[tuple[str, An
     return [found for key, value in items for found in _lookup(value, rest, key)]
 
 
+def _arch_names(keep) -> list[str]:
+    """Names of the registered architectures that ``keep(arch)`` accepts."""
+    from vqfr.nn.registry import architectures
+
+    return [a.name for a in architectures() if keep(a)]
+
+
 def validate(cfg: dict) -> None:
     """Check the merged config; raise a one-line VQFRError on the first problem.
 
@@ -338,18 +345,19 @@ def validate(cfg: dict) -> None:
     net = cfg["network"]
     _need(bool(net["arch"]), "config network.arch is required")
     _need(isinstance(net["config"], dict), "config network.config must be the network's constructor mapping")
-    codebook_archs, restore_archs = ("VQGANv1", "VQGANv2"), ("VQFRv1", "VQFRv2")
-    if cfg["stage"] == "codebook":
-        _need(net["arch"] in codebook_archs, f"stage codebook trains VQGANv1/VQGANv2, not {net['arch']}")
-    else:
-        _need(net["arch"] in restore_archs, f"stage restoration trains VQFRv1/VQFRv2, not {net['arch']}")
-        s1 = cfg["stage1"]
-        _need(isinstance(s1, dict) and s1.get("arch") in codebook_archs, "restoration needs stage1.arch (VQGANv1/v2)")
-        _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
-        expected = "VQGANv2" if net["arch"] == "VQFRv2" else "VQGANv1"
-        _need(s1["arch"] == expected, f"{net['arch']} is trained against a {expected} stage-1 network")
     from vqfr.nn.configs import check_network_config  # value types, before anything is built
+    from vqfr.nn.registry import architecture
 
+    trained = _arch_names(lambda a: a.stage == cfg["stage"])
+    _need(net["arch"] in trained, f"stage {cfg['stage']} trains {'/'.join(trained)}, not {net['arch']}")
+    arch = architecture(net["arch"])
+    if cfg["stage"] == "restoration":
+        s1 = cfg["stage1"]
+        codebooks = _arch_names(lambda a: a.stage == "codebook")
+        needs = f"restoration needs stage1.arch ({'/'.join(codebooks)})"
+        _need(isinstance(s1, dict) and s1.get("arch") in codebooks, needs)
+        _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
+        _need(s1["arch"] == arch.stage1, f"{arch.name} is trained against a {arch.stage1} stage-1 network")
     check_network_config(net["arch"], net["config"], "config network.config")
     if cfg["stage"] == "restoration":
         check_network_config(cfg["stage1"]["arch"], cfg["stage1"]["config"], "config stage1.config")
@@ -362,10 +370,13 @@ def validate(cfg: dict) -> None:
     _int(train["main_branch_start"], "train.main_branch_start", 0)
     _int(train["restart_dead_codes_every"], "train.restart_dead_codes_every", 0)
     if train["restart_dead_codes_every"]:
-        _need(net["arch"] == "VQGANv2", "train.restart_dead_codes_every is for VQGANv2 (stage 1)")
+        l2_codebooks = _arch_names(lambda a: a.stage == "codebook" and a.family == "v2")
+        _need(arch.name in l2_codebooks, f"train.restart_dead_codes_every is for {'/'.join(l2_codebooks)} (stage 1)")
     _need(isinstance(net["zero_init_main_branch"], bool), "network.zero_init_main_branch must be true or false")
     if train["main_branch_start"] or net["zero_init_main_branch"]:
-        _need(net["arch"] == "VQFRv2", "train.main_branch_start and network.zero_init_main_branch are for VQFRv2")
+        branched = _arch_names(lambda a: a.stage == "restoration" and a.family == "v2")
+        what = "train.main_branch_start and network.zero_init_main_branch"
+        _need(arch.name in branched, f"{what} are for {'/'.join(branched)}")
     for key in ("optim_g", "optim_d"):
         _optimizer(train[key], f"train.{key}")
     if train["optim_g_main"] is not None:

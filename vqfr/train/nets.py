@@ -1,13 +1,14 @@
 """Building the networks of a run: the trained generator, its frozen stage-1 teacher, the parameter groups.
 
-Stage 2 (restoration) follows the published recipe:
-* VQFRv2 is initialised from the stage-1 VQGANv2 (encoder, codebook, texture decoder).
+Which network, which stage-1 partner and which recipe come from :mod:`vqfr.nn.registry` (its
+``stage1`` and ``family``). Stage 2 (restoration) follows the published recipes:
+* family v2 (VQFRv2) is initialised from the stage-1 VQGANv2 (encoder, codebook, texture decoder).
   Trained: group ``enc`` = encoder + code predictor (``feat2index``); group ``main`` = main
   branch + input-feature conv. Everything else (codebook, texture decoder and the output
   conv it shares with the main branch) is frozen. The output conv's weight keeps
   ``requires_grad`` only so the adaptive GAN weight can be measured there; no optimizer
   holds it.
-* VQFRv1 is initialised from the stage-1 VQGANv1; only its codebook (``embedding``) is frozen.
+* family v1 (VQFRv1) is initialised from the stage-1 VQGANv1; only its codebook (``embedding``) is frozen.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def zero_init_main_branch(net: nn.Module) -> None:
 
 def param_groups(cfg: dict, net: nn.Module) -> dict[str, list[nn.Parameter]]:
     """Trainable parameters by optimizer group; sets ``requires_grad`` to match (frozen parts off)."""
-    arch = cfg["network"]["arch"]
-    if arch == "VQFRv2":
+    from vqfr.nn.registry import architecture
+
+    arch = architecture(cfg["network"]["arch"])
+    if arch.stage == "restoration" and arch.family == "v2":
         enc, main = [], []
         last = net.get_last_layer()
         for name, p in net.named_parameters():
