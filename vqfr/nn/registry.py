@@ -70,6 +70,13 @@ class Architecture:
         config = self.published_config()
         return self.config_for_keys(config, keys) if self.config_for_keys else config
 
+    @property
+    def weights(self) -> tuple[str, ...]:
+        """Names of the known weight files (model zoo, bundled) holding this architecture."""
+        from vqfr.utils.known_files import FILES
+
+        return tuple(name for name, f in FILES.items() if f.arch == self.name)
+
 
 _REGISTRY: dict[str, Architecture] = {}
 
