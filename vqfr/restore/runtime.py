@@ -144,12 +144,12 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 
 def peek_metadata(path: Path) -> dict:
     """Top-level non-tensor entries of a checkpoint (e.g. ``face_size``) without reading the weights."""
-    import torch
+    from vqfr.nn.safe_load import safe_load
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
-        return {}
+        obj = safe_load(path, mmap=True)
+    except VQFRError:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
+        return {}  # a damaged file is reported by the load that follows
     return {k: v for k, v in obj.items() if isinstance(v, (int, float, str))} if isinstance(obj, dict) else {}
 
 
