@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from vqfr.errors import VQFRError
 from vqfr.nn import registry
 from vqfr.nn.checkpoint import build_network
 from vqfr.nn.registry import Architecture, architecture, architectures, infer_arch, register_architecture
+from vqfr.nn.vqfr_v2 import VQFRv2
 
 LAYOUT = json.loads((Path(__file__).parent / "data" / "official_checkpoint_shapes.json").read_text())
 
@@ -61,9 +63,9 @@ def test_registration_is_checked(monkeypatch):
     with pytest.raises(VQFRError, match="already registered"):
         register_architecture(v2)
     with pytest.raises(VQFRError, match="stage1 must name a registered codebook network"):
-        register_architecture(Architecture(**{**v2.__dict__, "name": "X", "stage1": "VQFRv1"}))
+        register_architecture(dataclasses.replace(v2, name="X", stage1="VQFRv1"))
     with pytest.raises(VQFRError, match="stage must be one of codebook, restoration"):
-        register_architecture(Architecture(**{**v2.__dict__, "name": "X", "stage": "denoise"}))
+        register_architecture(dataclasses.replace(v2, name="X", stage="denoise"))
     with pytest.raises(VQFRError, match="unknown architecture 'VQFRv9'; choose one of VQGANv1, VQGANv2, VQFRv1"):
         architecture("VQFRv9")
 
@@ -72,3 +74,113 @@ def test_registry_and_configs_import_without_torch():
     code = "import sys, vqfr.nn.registry, vqfr.nn.configs; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# ---------------------------------------------------------------- a new version is one entry
+class VQFRv3(VQFRv2):
+    """An imaginary next version, for the test: VQFRv2 plus a learned output gain (a new name and a new key)."""
+
+    def __init__(self, out_gain: float = 1.0, **config) -> None:
+        super().__init__(**config)
+        self.out_gain = torch.nn.Parameter(torch.tensor(float(out_gain)))
+
+    def forward(self, x_lq: torch.Tensor, fidelity_ratio: float | torch.Tensor = 1.0) -> dict[str, torch.Tensor]:
+        res = super().forward(x_lq, fidelity_ratio=fidelity_ratio)
+        res["main_dec"] = res["main_dec"] * self.out_gain
+        return res
+
+
+@pytest.fixture
+def vqfr_v3(monkeypatch) -> Architecture:
+    """VQFRv3 registered as one entry (its module is this test file), for this test only."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    v2 = architecture("VQFRv2")
+    return register_architecture(
+        dataclasses.replace(
+            v2,
+            name="VQFRv3",
+            network=VQFRv3,
+            published={**v2.published, "out_gain": 1.0},
+            shrink=lambda cfg, *sizes: {**registry.shrink_v2(cfg, *sizes), "out_gain": 0.9},
+            keys=(*v2.keys, "out_gain"),
+            face_size=64,  # the checkpoint below stores none: the runtime must take it from here
+        )
+    )
+
+
+def _tiny_v3_checkpoint(arch: Architecture, path: Path, stored: bool = True) -> Path:
+    from vqfr.nn.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    net = build_network(arch.name, arch.tiny_config())
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in net.parameters():  # every branch contributes, as in a trained network
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    if stored:
+        save_checkpoint(path, net, arch=arch.name, config=arch.tiny_config())
+    else:  # the released layout: weights only, the network is recognised from its keys
+        torch.save({"params_ema": net.state_dict()}, path)
+    return path
+
+
+def test_a_registered_vqfr_v3_loads_and_restores_through_the_public_paths(vqfr_v3, tmp_path, capsys):
+    import numpy as np
+
+    from vqfr.cli import main
+    from vqfr.io import read_image, write_image
+    from vqfr.nn.checkpoint import load_network
+    from vqfr.restore import FaceRestorer
+
+    ckpt = _tiny_v3_checkpoint(vqfr_v3, tmp_path / "v3.pth")
+    net, arch, config = load_network(ckpt)
+    assert type(net) is VQFRv3 and arch == "VQFRv3" and config["out_gain"] == 0.9
+    bare = _tiny_v3_checkpoint(vqfr_v3, tmp_path / "v3_bare.pth", stored=False)
+    assert load_network(bare, config=vqfr_v3.tiny_config())[1] == "VQFRv3"  # recognised from its keys
+    with pytest.raises(VQFRError, match="holds VQFRv3 weights, not VQFRv2"):
+        load_network(ckpt, arch="VQFRv2")
+
+    face = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    restorer = FaceRestorer(model=str(ckpt), device="cpu", precision="fp32")
+    assert (restorer.arch, restorer.face_size, restorer.has_fidelity) == ("VQFRv3", 64, True)
+    low, high = (restorer.restore(face, aligned=True, fidelity=f, upscale=1).image for f in (0.0, 1.0))
+    assert low.shape == (512, 512, 3) and np.abs(low.astype(int) - high).max() > 0  # fidelity acts
+
+    write_image(tmp_path / "in" / "face.png", face)
+    out = tmp_path / "out"
+    argv = ["restore", "-i", str(tmp_path / "in"), "-o", str(out), "--model", str(ckpt), "--aligned", "-s", "1"]
+    assert main([*argv, "--device", "cpu", "-q"]) == 0, capsys.readouterr().err
+    report = json.loads((out / "results.json").read_text())
+    assert report["model"]["arch"] == "VQFRv3" and report["model"]["face_size"] == 64
+    assert read_image(out / "restored_imgs" / "face.png").pixels.shape == (512, 512, 3)
+
+
+def test_a_registered_vqfr_v3_passes_training_config_and_network_set_up(vqfr_v3, tmp_path):
+    """What training reads from the registry (config checks, stage-1 partner, initialisation, parameter
+    groups). The trainer's step itself still branches on the name VQFRv2 (vqfr/train/trainer.py)."""
+    from vqfr.nn.checkpoint import save_checkpoint
+    from vqfr.train.config import merge_config
+    from vqfr.train.nets import build_generator, init_from_stage1, load_stage1, param_groups, zero_init_main_branch
+
+    s1 = architecture(vqfr_v3.stage1)
+    torch.manual_seed(2)
+    save_checkpoint(tmp_path / "s1.pth", build_network(s1.name, s1.tiny_config()), s1.name, s1.tiny_config())
+    user = {
+        "stage": "restoration",
+        "network": {"arch": "VQFRv3", "config": vqfr_v3.tiny_config(), "zero_init_main_branch": True},
+        "stage1": {"arch": s1.name, "config": s1.tiny_config(), "weights": str(tmp_path / "s1.pth")},
+        "data": {"train": {"root": str(tmp_path), "size": 64, "degradation": {}}},
+        "train": {"total_steps": 2, "optim_g_main": {"lr": 1e-4}},
+        "losses": {"pixel": {"main_dec": 1.0}},
+    }
+    cfg = merge_config(user)
+    net, stage1 = build_generator(cfg), load_stage1(cfg)
+    assert type(net) is VQFRv3 and type(stage1).__name__ == "VQGANv2"
+    copied = init_from_stage1(net, stage1)
+    assert torch.equal(net.quantizer.embedding.weight, stage1.quantizer.embedding.weight) and copied
+    zero_init_main_branch(net)
+    groups = param_groups(cfg, net)
+    assert set(groups) == {"enc", "main"} and not net.quantizer.embedding.weight.requires_grad
+    wrong = {**user, "stage1": {**user["stage1"], "arch": "VQGANv1", "config": architecture("VQGANv1").tiny_config()}}
+    with pytest.raises(VQFRError, match="VQFRv3 is trained against a VQGANv2 stage-1 network"):
+        merge_config(wrong)
