@@ -1,5 +1,7 @@
 """Checkpoint round trips in the released format and one-line errors for every bad file."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -152,6 +154,14 @@ def test_plain_pickle_gets_our_line_and_no_torch_warning(tmp_path):
         load_state_dict(p)
     assert [str(w.message) for w in caught] == []
     assert "plain Python pickle, not a PyTorch checkpoint" in _message(e)
+
+
+def test_every_weight_file_is_read_through_the_one_safe_loader():
+    """Checkpoints, training states, metric, loss and detector weights and runtime metadata all go through
+    vqfr.nn.safe_load, so a foreign, damaged or unsafe file gets the same one-line explanation everywhere."""
+    package = Path(__file__).resolve().parents[1] / "vqfr"
+    callers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if "torch.load(" in p.read_text())
+    assert callers == ["nn/safe_load.py"]
 
 
 def test_unsafe_file_never_passes_on_torch_advice(tmp_path):

@@ -18,7 +18,7 @@ NAMES = ("Adele_crop", "Julia_Roberts_crop", "Paris_Hilton_crop")
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("VQFR_METRIC_WEIGHTS", str(tmp_path / "empty_cache"))  # no user-cached weights
+    monkeypatch.setenv("VQFR_HOME", str(tmp_path / "empty_cache"))  # no user-cached weights
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -67,7 +67,7 @@ def test_lpips_first_stage_by_hand(tmp_path):
 
 def test_lpips_wrong_file_is_a_one_line_error(tmp_path):
     _, lin, vgg = write_tiny_lpips(tmp_path)
-    with pytest.raises(VQFRError, match="does not fit") as err:
+    with pytest.raises(VQFRError, match="do not fit the LPIPS") as err:
         load_lpips(vgg, vgg)  # backbone file given as the linear layers
     assert "\n" not in str(err.value)
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
@@ -165,33 +165,36 @@ def test_standard_file_with_wrong_checksum_is_rejected(tmp_path):
         load_lpips(bogus, bogus)
 
 
-def test_download_fetches_checks_and_caches(tmp_path):
+def test_download_fetches_checks_and_caches(tmp_path, monkeypatch):
     import dataclasses
     import hashlib
 
     from vqfr.metrics import weights as W
+    from vqfr.utils.known_files import fetch
 
+    monkeypatch.setenv("VQFR_HOME", str(tmp_path / "home"))
     payload = b"pretend weights"
     source = tmp_path / "remote.bin"
     source.write_bytes(payload)
     prefix = hashlib.sha256(payload).hexdigest()[:8]
-    spec = dataclasses.replace(W.FID_INCEPTION, filename=f"f-{prefix}.pth", url=source.as_uri(), sha256_prefix=prefix)
-    path = W.download(spec, tmp_path / "cache")
-    assert path.read_bytes() == payload and path.parent == tmp_path / "cache"
-    assert W.download(spec, tmp_path / "cache") == path  # cached: no second fetch needed
-    bad = dataclasses.replace(spec, filename="g-00000000.pth", sha256_prefix="00000000")
+    spec = dataclasses.replace(W.FID_INCEPTION, filename=f"f-{prefix}.pth", url=source.as_uri(), sha256=prefix)
+    path = fetch(spec)
+    assert path.read_bytes() == payload and path.parent == tmp_path / "home" / "metrics"
+    assert fetch(spec) == path  # cached: no second fetch needed
+    bad = dataclasses.replace(spec, filename="g-00000000.pth", sha256="00000000")
     with pytest.raises(VQFRError, match="corrupt or not the published file"):
-        W.download(bad, tmp_path / "cache")
-    assert not (tmp_path / "cache" / "g-00000000.pth").exists()  # a bad download is not kept
-    with pytest.raises(VQFRError, match="no public download URL"):
-        W.download(W.ARCFACE_R18, tmp_path / "cache")
+        fetch(bad)
+    assert not (tmp_path / "home" / "metrics" / "g-00000000.pth").exists()  # a bad download is not kept
+    with pytest.raises(VQFRError, match="no public download URL: pass --arcface-weights PATH"):
+        fetch(W.ARCFACE_R18)
 
 
 def test_weight_files_are_hashed_once_per_process_until_they_change(tmp_path, monkeypatch):
     from vqfr.metrics import weights as W
+    from vqfr.utils import known_files
 
     calls = []
-    monkeypatch.setattr(W, "sha256_file", lambda p: calls.append(p) or f"digest{len(calls)}")
+    monkeypatch.setattr(known_files, "sha256_file", lambda p: calls.append(p) or f"digest{len(calls)}")
     f = tmp_path / "w.pth"
     f.write_bytes(b"abc")
     assert W.sha256_of(f) == W.sha256_of(str(f)) == "digest1" and len(calls) == 1

@@ -23,7 +23,8 @@ from vqfr.face import FaceDetector
 from vqfr.io import read_image, write_image
 from vqfr.restore import FaceRestorer, zoo
 from vqfr.restore.batch import collect_inputs, output_stems
-from vqfr.restore.zoo import ZooModel, download_file, resolve_weights
+from vqfr.restore.zoo import ZooModel, resolve_weights
+from vqfr.utils.known_files import fetch
 
 
 # ---------------------------------------------------------------- fixtures
@@ -266,17 +267,17 @@ def test_offline_error_names_the_exact_path(tmp_path, monkeypatch):
     assert not any((tmp_path / "cache").iterdir())  # no partial file left behind
 
 
-def test_download_verifies_checksum_before_moving_into_place(tmp_path):
+def test_download_verifies_checksum_before_moving_into_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("VQFR_HOME", str(tmp_path / "home"))
     payload = b"pretend weights" * 1000
     source = tmp_path / "remote.pth"
     source.write_bytes(payload)
     good = ZooModel("X", "VQFRv2", "x.pth", source.as_uri(), sha256=hashlib.sha256(payload).hexdigest())
     target = tmp_path / "home" / "x.pth"
-    download_file(good.url, target, good, progress=False)
-    assert target.read_bytes() == payload
+    assert fetch(good, progress=False) == target and target.read_bytes() == payload
     bad = ZooModel("X", "VQFRv2", "y.pth", source.as_uri(), sha256="0" * 64)
     with pytest.raises(VQFRError, match="SHA-256"):
-        download_file(bad.url, tmp_path / "home" / "y.pth", bad, progress=False)
+        fetch(bad, progress=False)
     assert sorted(p.name for p in (tmp_path / "home").iterdir()) == ["x.pth"]
 
 

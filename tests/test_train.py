@@ -373,13 +373,13 @@ def test_stage2_needs_matching_stage1(assets, tmp_path):
         run(cfg, tmp_path)
 
 
-def test_the_task_table_picks_each_networks_task_and_drives_the_config_check(assets, monkeypatch):
+def test_the_registry_picks_each_networks_task_and_drives_the_config_check(assets, monkeypatch):
+    from vqfr.nn import registry
     from vqfr.train import tasks
     from vqfr.train.tasks.base import Task
 
-    for (stage, arch), spec in tasks.TASKS.items():
-        assert issubclass(tasks.task_class(stage, arch), Task)
-        assert spec.stage1 is None or ("codebook", spec.stage1) in tasks.TASKS
+    for arch in registry.architectures():
+        assert issubclass(tasks.task_class(arch.stage, arch.name), Task)
     with pytest.raises(VQFRError, match="stage codebook trains VQGANv1/VQGANv2, not VQFRv2"):
         merge_config(tiny_cfg(assets, "codebook", "VQFRv2"))
     cfg = restoration_cfg(assets, "VQFRv2")
@@ -390,9 +390,9 @@ def test_the_task_table_picks_each_networks_task_and_drives_the_config_check(ass
     cfg["train"]["main_branch_start"] = 5
     with pytest.raises(VQFRError, match="train.main_branch_start is for VQFRv2, not VQFRv1"):
         merge_config(cfg)
-    # an option is a network's when its table entry says so
-    entry = tasks.TASKS[("restoration", "VQFRv1")]
-    monkeypatch.setitem(tasks.TASKS, ("restoration", "VQFRv1"), replace(entry, options=("train.main_branch_start",)))
+    # an option is a network's when its registry entry says so
+    entry = registry.architecture("VQFRv1")
+    monkeypatch.setitem(registry._REGISTRY, "VQFRv1", replace(entry, train_options=("train.main_branch_start",)))
     assert merge_config(cfg)["train"]["main_branch_start"] == 5
 
 

@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--download-weights",
         action="store_true",
         help="download the publicly hosted weight files that are missing into the cache "
-        "($VQFR_METRIC_WEIGHTS or ~/.cache/vqfr/metrics) before evaluating (needs internet)",
+        "($VQFR_HOME/metrics, default ~/.cache/vqfr/metrics) before evaluating (needs internet)",
     )
     p.add_argument(
         "--workers",
@@ -131,13 +131,13 @@ def _check_outputs(out_dir, fid_stats: str | None) -> None:
 
 def _download_missing(args: argparse.Namespace, metrics: tuple[str, ...]) -> None:
     """Fetch the missing weight files of ``metrics`` that have a public URL (the others stay n/a)."""
-    from vqfr.metrics import weights as W
+    from vqfr.utils.known_files import fetch
 
     for spec in weight_files():
         wanted = any(spec in METRICS[m].weights for m in metrics)
         if wanted and spec.url is not None and getattr(args, weight_key(spec)) is None:
             print(f"downloading {spec.filename} ...", file=sys.stderr)
-            setattr(args, weight_key(spec), str(W.download(spec)))
+            setattr(args, weight_key(spec), str(fetch(spec)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,13 +66,13 @@ def run(args: argparse.Namespace) -> int:
         raise VQFRError(f"cannot write {shown(out)} ({err.strerror or err})") from None
 
     from vqfr.nn.checkpoint import load_network
-    from vqfr.restore.runtime import DEFAULT_FACE_SIZE, export_half, export_onnx, peek_metadata
+    from vqfr.restore.runtime import default_face_size, export_half, export_onnx, peek_metadata
     from vqfr.restore.zoo import resolve_weights
 
     start = time.perf_counter()
     resolved = resolve_weights(args.model, args.weights, download=not args.no_download, progress=not args.quiet)
-    size = args.face_size or peek_metadata(resolved.path).get("face_size") or DEFAULT_FACE_SIZE
     net, arch, config = load_network(resolved.path, arch=resolved.model.arch if resolved.model else None)
+    size = args.face_size or peek_metadata(resolved.path).get("face_size") or default_face_size(arch)
     if args.format == "fp16":
         export_half(net, arch, config, out, int(size))
         what = "float16 weights"

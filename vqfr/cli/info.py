@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vqfr.restore.zoo import ZooModel
+    from vqfr.utils.known_files import KnownFile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "info",
         help="show versions, devices and where weights are looked up",
         description="Print the vqfr and torch versions, the devices torch can use, the weights folder "
-        "($VQFR_HOME, default ~/.cache/vqfr) and which released models are already in it.",
+        "($VQFR_HOME, default ~/.cache/vqfr) and which released models and metric weights are already in it.",
     )
     p.set_defaults(func=run)
 
@@ -24,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vqfr import __version__
-    from vqfr.restore.zoo import ZOO, bundled_path, vqfr_home
+    from vqfr.restore.zoo import ZOO
+    from vqfr.utils.known_files import FILES, vqfr_home
 
     print(f"vqfr {__version__}, torch {torch.__version__}")
     mps = getattr(torch.backends, "mps", None)
@@ -34,33 +35,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"weights folder ($VQFR_HOME): {home}")
     print("models (--model auto, the default, takes VQFR_v2 when it is here or downloadable, else VQFR_lite):")
     for name, entry in ZOO.items():
-        if entry.bundled:
-            path = bundled_path(entry)
-            state = "bundled with vqfr" if path.is_file() else "bundled file missing: reinstall vqfr"
-        else:
-            path = home / entry.filename
-            state = weights_state(path, entry) if path.exists() else f"missing (download {entry.url})"
-        print(f"  {name}: {entry.filename} {state}")
+        print(f"  {name}: {entry.filename} {file_state(entry)}")
+    print("metric weights (vqfr evaluate; --download-weights fetches those with a URL):")
+    for entry in FILES.values():
+        if entry.arch is None:
+            print(f"  {entry.option}: {entry.filename} {file_state(entry)}")
     return 0
 
 
-def weights_state(path: Path, entry: ZooModel) -> str:
-    """Whether a released weights file is usable: its published SHA-256 where there is one, else
-    at least a complete, undamaged checkpoint archive (a truncated download must not read as present)."""
-    from vqfr.utils.download import sha256_file, sha256_matches
+def file_state(entry: KnownFile) -> str:
+    """Whether a known file is bundled, in $VQFR_HOME and usable, or missing (and where from)."""
+    from vqfr.utils.known_files import bundled_path, cache_path
+
+    if entry.bundled:
+        return "bundled with vqfr" if bundled_path(entry).is_file() else "bundled file missing: reinstall vqfr"
+    path = cache_path(entry)
+    if path.exists():
+        return weights_state(path, entry)
+    return f"missing (download {entry.url})" if entry.url else f"missing (no public URL: pass {entry.option} PATH)"
+
+
+def weights_state(path: Path, entry: KnownFile) -> str:
+    """Whether a weights file is usable: its published SHA-256 where there is one, else at least a
+    complete, undamaged checkpoint archive (a truncated download must not read as present)."""
+    from vqfr.utils.download import sha256_file
+    from vqfr.utils.known_files import checksum_problem
 
     if not path.is_file():
         return "present but not a file; delete it and download it again"
-    expected = entry.sha256 or entry.sha256_prefix
     try:
-        if expected:
-            digest = sha256_file(path)
-            if sha256_matches(digest, expected):
+        if entry.sha256:
+            problem = checksum_problem(entry, sha256_file(path))
+            if problem is None:
                 return "present, checksum verified"
-            return (
-                f"present but corrupt or truncated: SHA-256 {digest[:16]}... is not the published {expected[:16]}...; "
-                "delete it and download it again"
-            )
+            return f"present but corrupt or truncated: {problem}; delete it and download it again"
         return _archive_state(path)
     except OSError as err:
         return f"present but unreadable ({err.strerror or err})"

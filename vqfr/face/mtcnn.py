@@ -14,7 +14,7 @@ trained weights are the original authors' (converted from Caffe), as shipped in 
 ``facenet-pytorch`` wheel (``facenet_pytorch/data/{pnet,rnet,onet}.pt``). That package is only
 a carrier: its own code needs torchvision, so it is never imported; its weight files are found
 with ``importlib.util.find_spec`` (which does not run the package's ``__init__``) and read with
-``torch.load(weights_only=True)``.
+the package's weights-only loader (:mod:`vqfr.nn.safe_load`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import nn
 
 from vqfr.errors import VQFRError
 from vqfr.face.detect import DetectedFace, sort_faces
+from vqfr.nn.checkpoint import check_fit, load_state_dict
 
 WEIGHTS_PACKAGE = "facenet_pytorch"
 INSTALL_HINT = "pip install --no-deps facenet-pytorch"
@@ -128,12 +129,14 @@ def load_networks(folder: str | Path | None = None) -> tuple[PNet, RNet, ONet]:
         path = folder / name
         if not path.is_file():
             raise VQFRError(f"MTCNN weight file missing: {path} (run `{INSTALL_HINT}`)")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-        except Exception as err:  # truncated file, other format, wrong keys or shapes
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise VQFRError(f"MTCNN weight file {path} cannot be loaded ({first}): run `{INSTALL_HINT}`") from None
+        try:  # the package's one weights-only loader: a truncated, foreign or unsafe file is one line
+            state = load_state_dict(path)
+            problem = check_fit(net, state, f"the MTCNN {type(net).__name__}")
+        except VQFRError as err:
+            problem = str(err)
+        if problem:
+            raise VQFRError(f"MTCNN weight file {path} cannot be loaded ({problem}): run `{INSTALL_HINT}`")
+        net.load_state_dict(state)
         net.eval().requires_grad_(False)
     return nets
 

@@ -190,12 +190,13 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def fill_cached_weights(options: EvalOptions) -> EvalOptions:
-    """Fill unset weight paths from the cache folder when the standard file is there."""
-    cache = W.default_cache_dir()
+    """Fill unset weight paths from the cache folder ($VQFR_HOME/metrics) when the standard file is there."""
+    from vqfr.utils.known_files import cache_path
+
     weights = dict(options.weights)
     for spec in weight_files():
-        if weights.get(weight_key(spec)) is None and (cache / spec.filename).is_file():
-            weights[weight_key(spec)] = str(cache / spec.filename)
+        if weights.get(weight_key(spec)) is None and cache_path(spec).is_file():
+            weights[weight_key(spec)] = str(cache_path(spec))
     return dataclasses.replace(options, weights=weights)
 
 

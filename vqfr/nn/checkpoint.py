@@ -17,25 +17,20 @@ import torch
 from torch import nn
 
 from vqfr.errors import VQFRError
-from vqfr.nn.configs import ARCHS, check_network_config, published_config
+from vqfr.nn.configs import check_network_config
+from vqfr.nn.registry import architecture, infer_arch, is_registered
 from vqfr.nn.safe_load import safe_load, safe_save
-from vqfr.nn.vqfr_v1 import VQFRv1
-from vqfr.nn.vqfr_v2 import VQFRv2
-from vqfr.nn.vqgan_v1 import VQGANv1
-from vqfr.nn.vqgan_v2 import VQGANv2
 from vqfr.utils.device import select_device
 
-NETWORKS: dict[str, type[nn.Module]] = {"VQGANv1": VQGANv1, "VQGANv2": VQGANv2, "VQFRv1": VQFRv1, "VQFRv2": VQFRv2}
 STATE_KEYS = ("params_ema", "params")
 
 
 def build_network(arch: str, config: dict) -> nn.Module:
-    """Construct ``arch`` (one of :data:`ARCHS`) from its configuration."""
-    if arch not in NETWORKS:
-        raise VQFRError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    """Construct ``arch`` (a name in :mod:`vqfr.nn.registry`) from its configuration."""
+    network = architecture(arch).network_class()
     check_network_config(arch, config, f"{arch} config")
     try:
-        return NETWORKS[arch](**config)
+        return network(**config)
     # Values of the right types can still be inconsistent (e.g. a level the channel list lacks).
     except (TypeError, KeyError, ValueError, IndexError, AttributeError, AssertionError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -121,26 +116,6 @@ def _load_fitting(net: nn.Module, sd: dict[str, torch.Tensor], path: str | os.Pa
     return net
 
 
-def infer_arch(sd: dict[str, torch.Tensor]) -> str | None:
-    """Recognise which of the four architectures a state dict belongs to, from its keys."""
-    if any(k.startswith("main_branch.") for k in sd):
-        return "VQFRv2"
-    if any(k.startswith("main_decoder.") for k in sd):
-        return "VQFRv1"
-    if any(k.startswith("quantizer.quantize_dict.") for k in sd):
-        return "VQGANv1"
-    if "quantizer.embedding.weight" in sd and any(k.startswith("encoder.blocks.") for k in sd):
-        return "VQGANv2"
-    return None
-
-
-def _published_config_for(arch: str, sd: dict[str, torch.Tensor]) -> dict:
-    config = published_config(arch)
-    if arch == "VQFRv2" and not any(k.startswith("feat2index.") for k in sd):
-        config["code_selection_mode"] = "Nearest"
-    return config
-
-
 def load_network(
     path: str | os.PathLike,
     arch: str | None = None,
@@ -157,7 +132,7 @@ def load_network(
     target = select_device(str(device))  # an unavailable device fails before the file is read
     ckpt = read_checkpoint(path)
     sd = state_dict_of(ckpt, path)
-    stored_arch = ckpt["arch"] if isinstance(ckpt.get("arch"), str) and ckpt["arch"] in NETWORKS else None
+    stored_arch = ckpt["arch"] if is_registered(ckpt.get("arch")) else None
     found = stored_arch or infer_arch(sd)
     if arch is not None and found is not None and found != arch:
         raise VQFRError(f"{path} holds {found} weights, not {arch}")
@@ -167,7 +142,7 @@ def load_network(
     checkpoint_face_size(ckpt, path)
     if config is None:
         stored = ckpt.get("config")
-        config = stored if isinstance(stored, dict) else _published_config_for(arch, sd)
+        config = stored if isinstance(stored, dict) else architecture(arch).config_from_keys(list(sd))
     with torch.device("meta"):  # no memory, no initialisation: the checkpoint supplies every weight
         skeleton = build_network(arch, config)
     problem = check_fit(skeleton, sd, arch)

@@ -29,10 +29,12 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
-def safe_load(path: str | os.PathLike, allowed_globals: Iterable[Any] = ()) -> Any:
+def safe_load(path: str | os.PathLike, allowed_globals: Iterable[Any] = (), mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU; any failure is a one-line VQFRError.
 
     ``allowed_globals`` extends the weights-only allowlist (e.g. numpy arrays in FID statistics).
+    ``mmap`` maps the tensors instead of reading them (zip-format files only): cheap when only the
+    small entries are wanted.
     """
     path = Path(path)
     if not path.exists():
@@ -52,7 +54,7 @@ def safe_load(path: str | os.PathLike, allowed_globals: Iterable[Any] = ()) -> A
         extra = torch.serialization.safe_globals(allowed) if allowed else contextlib.nullcontext()
         with warnings.catch_warnings(), extra:
             warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - torch raises many types for foreign, damaged or unsafe files
         raise VQFRError(_explain(path, head, err)) from None
 

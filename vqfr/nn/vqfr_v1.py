@@ -103,7 +103,11 @@ class InpFeatConv(nn.Module):
 
 
 class VQFRv1(nn.Module):
-    """``forward(x_lq)`` -> {'dec': texture image, 'main_dec': restored image}."""
+    """``forward(x_lq, fidelity_ratio)`` -> {'dec': texture image, 'main_dec': restored image}.
+
+    The call is the one every restoration network takes (:class:`vqfr.nn.registry.Architecture`);
+    v1 has no fidelity control, so ``fidelity_ratio`` changes nothing (its registry entry says so).
+    """
 
     def __init__(
         self,
@@ -147,8 +151,13 @@ class VQFRv1(nn.Module):
         return self.main_decoder.conv_out[-1].weight
 
     def forward(
-        self, x_lq: Tensor, iters: int = -1, return_keys: Sequence[str] = ("dec",), fidelity_ratio: None = None
+        self,
+        x_lq: Tensor,
+        fidelity_ratio: float | Tensor | None = None,
+        iters: int = -1,
+        return_keys: Sequence[str] = ("dec",),
     ) -> dict[str, Tensor]:
+        """``iters`` drives the k-means codebook schedule in training; ``fidelity_ratio`` is not used."""
         # Each part runs in the dtype of its weights (see vqfr.nn.precision); all float32 in training.
         inpfeat = self.inpfeat_extraction(to_dtype_of(x_lq, self.inpfeat_extraction))
         quant, _, info = self.quantizer(self.encoder(to_dtype_of(x_lq, self.encoder)), iters=iters)

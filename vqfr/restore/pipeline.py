@@ -119,7 +119,7 @@ class FaceRestorer:
         upscale: final scale of the whole image (the background is resized with Lanczos, or by
             ``bg_upsampler``); faces are pasted back at that scale.
         fidelity: VQFR v2's fidelity ratio, 0 = most detail from the codebook, 1 = closest to the input
-            (default 0.5); VQFR v1 has no such control and ignores it.
+            (default 0.5); a network without this control (VQFR v1: see :attr:`has_fidelity`) ignores it.
         batch_size: faces per forward pass; None: the device's default (1 on a CPU, see
             :data:`vqfr.restore.runtime.DEFAULT_BATCH_SIZE`).
         only_center_face: restore just the face nearest the image centre.
@@ -205,7 +205,8 @@ class FaceRestorer:
 
     # ------------------------------------------------------------------ the runtime's settings
     net = property(lambda self: self.runtime.net, doc="the PyTorch network (None with the onnxruntime backend)")
-    arch = property(lambda self: self.runtime.arch, doc="``VQFRv2`` or ``VQFRv1``")
+    arch = property(lambda self: self.runtime.arch, doc="the network's name in vqfr.nn.registry, e.g. ``VQFRv2``")
+    has_fidelity = property(lambda self: self.runtime.has_fidelity, doc="whether ``fidelity`` changes the result")
     config = property(lambda self: self.runtime.config)
     device = property(lambda self: self.runtime.device)
     precision = property(lambda self: self.runtime.precision, doc="``fp32``, ``bf16`` or ``fp16`` as run")
@@ -257,8 +258,8 @@ class FaceRestorer:
         out_w, out_h = max(1, round(w * scale)), max(1, round(h * scale))
         check_pixel_limit(out_w, out_h, self.max_pixels, what=f"output at --upscale {scale:g}")
         notes = list(self.notes)
-        if self.arch == "VQFRv1" and (self._fidelity_given or fidelity != self.fidelity):
-            notes.append("fidelity is ignored: VQFR v1 has no fidelity control")
+        if not self.has_fidelity and (self._fidelity_given or fidelity != self.fidelity):
+            notes.append(f"fidelity is ignored: {self.arch} has no fidelity control")
         rgb8 = to_uint8(img.pixels)
         if img.is_gray:
             rgb8 = np.repeat(rgb8[..., None], 3, axis=2)

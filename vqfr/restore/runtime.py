@@ -17,7 +17,6 @@ from __future__ import annotations
 import numbers
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from vqfr import __version__
 from vqfr.errors import VQFRError
+from vqfr.nn.registry import Architecture, architecture, is_registered
 from vqfr.restore.zoo import AUTO, DEFAULT_MODEL, ResolvedWeights, resolve_weights, vqfr_home
 from vqfr.utils.device import select_device
 from vqfr.utils.paths import shown
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BACKENDS = ("torch", "onnxruntime")
-DEFAULT_FACE_SIZE = 512  # the FFHQ crop size the released networks take
+DEFAULT_FACE_SIZE = 512  # the FFHQ crop size, for a checkpoint whose network is not known before loading
 DEFAULT_FIDELITY = 0.5
 ONNX_OPSET = 17  # GridSample needs >= 16
 ONNX_SUFFIX = ".onnx"
@@ -44,21 +44,6 @@ ONNX_SUFFIX = ".onnx"
 # (docs/restore.md): on a 2-core CPU, per-face time is flat or worse above batch 1 (bigger
 # activations leave the cache), so the CPU runs one face at a time; GPUs keep the former default.
 DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4, "mps": 4}
-
-
-@dataclass(frozen=True)
-class _Arch:
-    """What the runtime needs to know about a restoration architecture: its call and its parts."""
-
-    has_fidelity: bool
-    reduced_parts: tuple[str, ...]  # submodules that may run in bf16/fp16; the rest stays float32
-
-
-# The one place that knows the two networks' differences.
-_ARCHS = {
-    "VQFRv2": _Arch(True, ("decoder", "main_branch", "inpfeat_extraction")),
-    "VQFRv1": _Arch(False, ("decoder", "main_decoder", "inpfeat_extraction")),
-}
 
 
 # ---------------------------------------------------------------- precision
@@ -159,12 +144,12 @@ def resize_square(img: np.ndarray, size: int) -> np.ndarray:
 
 def peek_metadata(path: Path) -> dict:
     """Top-level non-tensor entries of a checkpoint (e.g. ``face_size``) without reading the weights."""
-    import torch
+    from vqfr.nn.safe_load import safe_load
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
-        return {}
+        obj = safe_load(path, mmap=True)
+    except VQFRError:  # legacy (non-zip) files cannot be memory-mapped; they carry no metadata anyway
+        return {}  # a damaged file is reported by the load that follows
     return {k: v for k, v in obj.items() if isinstance(v, (int, float, str))} if isinstance(obj, dict) else {}
 
 
@@ -249,7 +234,7 @@ class FaceRuntime:
             resolved.path, arch=resolved.model.arch if resolved.model else None, device=self.device
         )
         self._spec = _arch_spec(self.arch, resolved.path)
-        self.face_size = _check_face_size(face_size or meta.get("face_size") or DEFAULT_FACE_SIZE)
+        self.face_size = _check_face_size(face_size or meta.get("face_size") or self._spec.face_size)
         dtype = _torch_dtype(self.precision)
         for name in self._spec.reduced_parts if dtype != self._torch.float32 else ():
             net.get_submodule(name).to(dtype)
@@ -302,7 +287,7 @@ class FaceRuntime:
         stored = int(meta.get("face_size", 0) or 0)
         if face_size and stored and int(face_size) != stored:
             raise VQFRError(f"{shown(self.weights_path)} was exported for {stored} px faces, not {face_size}")
-        self.face_size = _check_face_size(face_size or stored or DEFAULT_FACE_SIZE)
+        self.face_size = _check_face_size(face_size or stored or self._spec.face_size)
 
     def _note_choice(self, resolved: ResolvedWeights) -> None:
         """Keep why ``auto`` chose its model: one line the front ends print once (not a per-photo note)."""
@@ -321,9 +306,8 @@ class FaceRuntime:
             if "fidelity" in self._input_names:
                 feed["fidelity"] = np.asarray(fidelity, dtype=np.float32)
             return torch.from_numpy(self._session.run(["restored"], feed)[0])
-        with torch.inference_mode():
-            out = self.net(x, fidelity_ratio=fidelity) if self.has_fidelity else self.net(x)
-        return out["main_dec"].float()
+        with torch.inference_mode():  # one call for every restoration network (see vqfr.nn.registry)
+            return self.net(x, fidelity_ratio=fidelity)["main_dec"].float()
 
     def restore_crops(
         self, crops: list[np.ndarray], fidelity: float = DEFAULT_FIDELITY, out_size: int | None = None
@@ -362,15 +346,21 @@ class FaceRuntime:
         )
 
 
-def _arch_spec(arch: str, path) -> _Arch:
-    if arch not in _ARCHS:
+def _arch_spec(arch: str, path) -> Architecture:
+    """The registry entry of a restoration network; anything else is a one-line error naming ``path``."""
+    if not (is_registered(arch) and architecture(arch).stage == "restoration"):
         what = f"a {arch}" if arch else "an unknown network"
         raise VQFRError(f"{shown(path)} holds {what}, not a VQFR restoration network")
-    return _ARCHS[arch]
+    return architecture(arch)
+
+
+def default_face_size(arch: str | None) -> int:
+    """The input size of ``arch`` when a checkpoint states none (:data:`DEFAULT_FACE_SIZE` if unknown)."""
+    return architecture(arch).face_size if is_registered(arch) else DEFAULT_FACE_SIZE
 
 
 # ---------------------------------------------------------------- ONNX export
-def _export_graph(net, spec: _Arch):
+def _export_graph(net):
     """``net`` as ``(image, fidelity) -> restored`` (``image -> restored`` without fidelity), for export."""
     import torch
 
@@ -382,8 +372,6 @@ def _export_graph(net, spec: _Arch):
         def forward(self, image, fidelity=None):
             # A tensor fidelity makes VQFRv2 always run its main branch (times the fidelity),
             # so the graph holds no branch on its value.
-            if fidelity is None:
-                return self.net(image)["main_dec"]
             return self.net(image, fidelity_ratio=fidelity)["main_dec"]
 
     return Graph().eval()
@@ -437,7 +425,7 @@ def export_onnx(
         raise VQFRError(f"ONNX opset {opset} has no GridSample (the deformable convolution needs it): use >= 16")
     face_size = _check_face_size(face_size)
     net = net.float().cpu().eval()
-    graph = _export_graph(net, spec)
+    graph = _export_graph(net)
     image = torch.zeros(1, 3, face_size, face_size)
     args = (image, torch.tensor(0.5)) if spec.has_fidelity else (image,)
     names = ["image", "fidelity"] if spec.has_fidelity else ["image"]
@@ -483,7 +471,9 @@ def cached_onnx_export(
     from vqfr.utils.download import sha256_file
 
     resolved = resolve_weights(str(model), weights, download=download, progress=progress)
-    size = _check_face_size(face_size or peek_metadata(resolved.path).get("face_size") or DEFAULT_FACE_SIZE)
+    meta = peek_metadata(resolved.path)
+    arch = meta.get("arch") or (resolved.model.arch if resolved.model else None)
+    size = _check_face_size(face_size or meta.get("face_size") or default_face_size(arch))
     digest = sha256_file(resolved.path)[:16]
     target = vqfr_home() / "onnx" / f"{resolved.path.stem}-{digest}-{size}px-opset{ONNX_OPSET}-v{__version__}.onnx"
     if target.is_file():

@@ -45,7 +45,7 @@ def prune_checkpoints(folder: str | os.PathLike, keep_last: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """This process's RNG states in a form ``torch.load(weights_only=True)`` accepts."""
+    """This process's RNG states in a form the weights-only loader (vqfr.nn.safe_load) accepts."""
     np_state = np.random.get_state(legacy=False)
     py_version, py_internal, py_gauss = random.getstate()
     state = {

@@ -14,10 +14,10 @@ from typing import Any
 import yaml
 
 from vqfr.errors import VQFRError
+from vqfr.nn.registry import STAGES
 
-from .tasks import TASKS, trained_archs
+from .tasks import trained_archs
 
-STAGES = tuple(dict.fromkeys(stage for stage, _ in TASKS))  # codebook, restoration
 OUTPUT_KEYS = ("dec", "main_dec", "texture_dec")
 
 DEFAULTS: dict[str, Any] = {
@@ -342,7 +342,9 @@ def validate(cfg: dict) -> None:
     _need(isinstance(net["config"], dict), "config network.config must be the network's constructor mapping")
     archs = trained_archs(cfg["stage"])
     _need(net["arch"] in archs, f"stage {cfg['stage']} trains {'/'.join(archs)}, not {net['arch']}")
-    spec = TASKS[(cfg["stage"], net["arch"])]
+    from vqfr.nn.registry import architecture, architectures
+
+    spec = architecture(net["arch"])
     if cfg["stage"] == "restoration":
         s1 = cfg["stage1"]
         stage1_archs = trained_archs("codebook")
@@ -353,7 +355,6 @@ def validate(cfg: dict) -> None:
         _need(isinstance(s1.get("config"), dict), "restoration needs stage1.config")
         _need(s1["arch"] == spec.stage1, f"{net['arch']} is trained against a {spec.stage1} stage-1 network")
     from vqfr.nn.configs import check_network_config  # value types, before anything is built
-
     check_network_config(net["arch"], net["config"], "config network.config")
     if cfg["stage"] == "restoration":
         check_network_config(cfg["stage1"]["arch"], cfg["stage1"]["config"], "config stage1.config")
@@ -368,8 +369,8 @@ def validate(cfg: dict) -> None:
     _need(isinstance(net["zero_init_main_branch"], bool), "network.zero_init_main_branch must be true or false")
     for key in ("train.restart_dead_codes_every", "train.main_branch_start", "network.zero_init_main_branch"):
         block, name = key.split(".")
-        if cfg[block][name] and key not in spec.options:  # an option of another network's task
-            users = "/".join(arch for (_, arch), other in TASKS.items() if key in other.options)
+        if cfg[block][name] and key not in spec.train_options:  # an option of another network's task
+            users = "/".join(a.name for a in architectures() if key in a.train_options)
             raise VQFRError(f"{key} is for {users}, not {net['arch']}")
     for key in ("optim_g", "optim_d"):
         _optimizer(train[key], f"train.{key}")

@@ -205,7 +205,7 @@ PERCEPTUAL_TYPES = ("auto", "lpips", "mobilenet_v2", "none")
 
 
 def build_perceptual(cfg: dict | None) -> _FeatureDistance | None:
-    """Build the perceptual loss from its config block; ``None`` when disabled.
+    """Build the perceptual loss from its config block; ``None`` when disabled (block null, type none, weight 0).
 
     Keys: ``type`` (auto | lpips | mobilenet_v2 | none), ``weight``, ``style_weight``,
     ``style_measure``, ``input_size`` (resize both images to this square size first; null keeps
@@ -213,7 +213,9 @@ def build_perceptual(cfg: dict | None) -> _FeatureDistance | None:
     (``outputs``, read by the trainer, names the network outputs it applies to).
     ``auto`` uses LPIPS when both LPIPS files are given, else the MobileNetV2 fallback.
     """
-    cfg = dict(cfg or {})
+    if cfg is None:  # `perceptual: null` in a config switches it off, like type none
+        return None
+    cfg = dict(cfg)
     kind = cfg.get("type", "auto")
     if kind not in PERCEPTUAL_TYPES:
         raise VQFRError(f"unknown perceptual type {kind!r}; use one of {', '.join(PERCEPTUAL_TYPES)}")

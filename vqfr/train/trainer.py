@@ -1,7 +1,7 @@
 """The training loop for every network, single process or DDP under torchrun.
 
 What one step of a network does (its losses, optimizers, validation) is its task's business:
-``vqfr/train/tasks`` (the table ``TASKS`` picks the task by stage and arch). The trainer runs the
+``vqfr/train/tasks`` (the network's entry in ``vqfr.nn.registry`` names its task). The trainer runs the
 loop around it: data, learning-rate schedule, logging, validation, checkpoints and exact resume,
 processes and signals.
 """
@@ -378,7 +378,7 @@ class Trainer:
 
         self.out.mkdir(parents=True, exist_ok=True)
         losses = self.cfg["losses"]
-        perceptual = {**losses["perceptual"], "ran": self.task.perceptual_name}
+        perceptual = {**(losses["perceptual"] or {}), "ran": self.task.perceptual_name}  # null: none
         resolved = {**self.cfg, "losses": {**losses, "perceptual": perceptual}}
         atomic_write_text(self.out / "config.yml", dump_config(resolved))
 

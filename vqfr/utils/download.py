@@ -3,7 +3,11 @@
 A download streams into a temporary file beside the target, hashing as it goes; the
 caller's check sees the sum before the file is renamed into place, so a failed,
 interrupted or corrupt download never leaves a file at the target path.
-Callers (the restoration model zoo, the metric weights) word their own errors.
+:func:`vqfr.utils.known_files.fetch` words the errors, for every known file alike.
+
+Not ``torch.hub.download_url_to_file``: it has no timeout (a stalled server hangs the command),
+binds ``urlopen`` at import (the network cannot be cut in tests), reports a wrong sum in its own
+wording and returns no sum for files without a published one (we print it so it can be pinned).
 """
 
 from __future__ import annotations

@@ -164,8 +164,8 @@ class VideoRestorer:
         tracker = FaceTracker(self.smooth, self.sigma, self.max_gap, self.still_tolerance)
         notes = list(getattr(r, "notes", []))
         notes += [f"{what} not copied (only video and audio are)" for what in source.info.dropped_streams]
-        if getattr(r, "arch", None) == "VQFRv1" and fidelity is not None:
-            notes.append("fidelity is ignored: VQFR v1 has no fidelity control")
+        if not getattr(r, "has_fidelity", True) and fidelity is not None:
+            notes.append(f"fidelity is ignored: {r.arch} has no fidelity control")
         state = {"frames": 0, "with_faces": 0, "faces": 0}
         sink: VideoSink | None = None
         early_audio: list = []

@@ -1,10 +1,10 @@
-"""Which task trains which network: one entry of :data:`TASKS` per (stage, network arch).
+"""Which task trains which network: the ``task`` of its entry in :mod:`vqfr.nn.registry`.
 
 A task (:class:`~vqfr.train.tasks.base.Task`) is what training one network means: its losses,
 parameter groups and optimizers, what it logs and how it restores for validation. A new network
-version is one entry here, plus a Task subclass (its own module) where its step differs from an
-existing one. The config check reads this table too (which stage trains which arch, the stage-1
-network a restoration network learns from, and the options only some networks honour).
+version is one registry entry naming its task, plus a Task subclass (its own module) where its
+step differs from an existing one. The config check reads the same entry (which stage trains it,
+the stage-1 network it learns from, and ``train_options``, the options only it honours).
 
 Torch-free: the task classes are imported when a run builds its task.
 """
@@ -12,42 +12,25 @@ Torch-free: the task classes are imported when a run builds its task.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vqfr.errors import VQFRError
+from vqfr.nn.registry import architecture, architectures
 
 if TYPE_CHECKING:
     from .base import Task
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    task: str  # "module:Class" under vqfr.train.tasks
-    stage1: str | None = None  # restoration: the arch of the frozen stage-1 network it learns from
-    options: tuple[str, ...] = ()  # config keys only this network honours (setting them elsewhere is an error)
-
-
-TASKS: dict[tuple[str, str], TaskSpec] = {
-    ("codebook", "VQGANv1"): TaskSpec("vqgan:VQGANTask"),
-    ("codebook", "VQGANv2"): TaskSpec("vqgan:VQGANTask", options=("train.restart_dead_codes_every",)),
-    ("restoration", "VQFRv1"): TaskSpec("vqfr_v1:VQFRv1Task", stage1="VQGANv1"),
-    ("restoration", "VQFRv2"): TaskSpec(
-        "vqfr_v2:VQFRv2Task", stage1="VQGANv2", options=("train.main_branch_start", "network.zero_init_main_branch")
-    ),
-}
-
-
 def trained_archs(stage: str) -> list[str]:
-    """The network archs ``stage`` trains."""
-    return [arch for (s, arch) in TASKS if s == stage]
+    """The registered network archs ``stage`` trains (those whose registry entry names a task)."""
+    return [a.name for a in architectures(stage) if a.task]
 
 
 def task_class(stage: str, arch: str) -> type[Task]:
-    spec = TASKS.get((stage, arch))
-    if spec is None:
+    """The Task class that trains ``arch`` (its registry entry's ``task``)."""
+    if arch not in trained_archs(stage):
         raise VQFRError(f"stage {stage} trains {'/'.join(trained_archs(stage)) or 'nothing'}, not {arch}")
-    module, name = spec.task.split(":")
+    module, name = architecture(arch).task.split(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 

@@ -164,7 +164,7 @@ class Task:
             if w and key in trained:
                 by_output[key]["pixel"] = float(w) * l1_loss(outputs[key], gt)
         if self.perceptual is not None:
-            for key in self.losses["perceptual"].get("outputs", ["dec"]):
+            for key in self.losses["perceptual"].get("outputs", ["dec"]):  # not None: perceptual is on
                 if key not in trained:
                     continue
                 p, s = self.perceptual(outputs[key], gt)
@@ -191,6 +191,8 @@ class Task:
     def generator_update(self, terms: dict[str, Tensor]) -> dict[str, Tensor]:
         """One step of every generator optimizer on the sum of ``terms``; returns them detached, with ``g_total``."""
         total = sum(v for k, v in terms.items() if not k.startswith("adaptive_w_"))
+        if not isinstance(total, Tensor) or not total.requires_grad:
+            raise VQFRError("no loss term reaches the trained parameters at this step: check the losses block")
         for o in self.g_opts.values():
             o.zero_grad(set_to_none=True)
         total.backward()
