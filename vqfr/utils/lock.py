@@ -46,11 +46,8 @@ def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr", shared:
     folder = Path(folder).expanduser()
     key = str(folder.resolve())
     if key in _held:
-        _held[key] += 1
-        try:
+        with _reentered(key):
             yield folder
-        finally:
-            _held[key] -= 1
         return
     created = _make_folder(folder)
     try:
@@ -67,6 +64,16 @@ def output_folder_lock(folder: str | os.PathLike, command: str = "vqfr", shared:
             os.unlink(folder / LOCK_NAME)  # while still holding it, so no one locks a file about to vanish
         os.close(fd)
         _remove_empty(created)
+
+
+@contextlib.contextmanager
+def _reentered(key: str) -> Iterator[None]:
+    """This process already holds the lock: count the nested holder, release nothing at its end."""
+    _held[key] += 1
+    try:
+        yield
+    finally:
+        _held[key] -= 1
 
 
 def _make_folder(folder: Path) -> list[Path]:
@@ -95,11 +102,8 @@ def join_folder_lock(folder: str | os.PathLike) -> Iterator[Path]:
     folder = Path(folder).expanduser()
     key = str(folder.resolve())
     if key in _held:
-        _held[key] += 1
-        try:
+        with _reentered(key):
             yield folder
-        finally:
-            _held[key] -= 1
         return
     path = folder / LOCK_NAME
     try:
