@@ -100,7 +100,10 @@ def resolve_weights(
     if entry.bundled:
         path = bundled_path(entry)
         if not path.is_file():
-            raise VQFRError(f"the bundled model file {path} is missing: reinstall vqfr (pip install --force-reinstall)")
+            raise VQFRError(
+                f"model {entry.name} is not part of this vqfr installation ({path} is missing); "
+                "reinstall vqfr, or use another --model"
+            )
         return ResolvedWeights(path, entry)
     return ResolvedWeights(fetch(entry, download=download, progress=progress), entry)
 
@@ -113,6 +116,8 @@ def _resolve_auto(download: bool, progress: bool) -> ResolvedWeights:
         found = resolve_weights(PREFERRED_MODEL, download=download, progress=progress)
     except VQFRError as err:
         if target.is_file():  # the file is there but damaged: say so rather than hide it behind the fallback
+            raise
+        if not bundled_path(ZOO[FALLBACK_MODEL]).is_file():  # a build without the bundled model: say what to fetch
             raise
         lite = resolve_weights(FALLBACK_MODEL)
         why = "downloads are switched off" if (not download or offline()) else _reason(err)
