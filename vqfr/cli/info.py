@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"devices: cpu, cuda {'yes' if torch.cuda.is_available() else 'no'}, mps {'yes' if has_mps else 'no'}")
     home = vqfr_home()
     print(f"weights folder ($VQFR_HOME): {home}")
-    print("models (--model auto, the default, takes VQFR_v2 when it is here or downloadable, else VQFR_lite):")
+    print("models (--model auto, the default: VQFR_v2 when it is here or downloadable, else VQFR_lite if bundled):")
     for name, entry in ZOO.items():
         print(f"  {name}: {entry.filename} {file_state(entry)}")
     print("metric weights (vqfr evaluate; --download-weights fetches those with a URL):")
@@ -48,7 +48,7 @@ def file_state(entry: KnownFile) -> str:
     from vqfr.utils.known_files import bundled_path, cache_path
 
     if entry.bundled:
-        return "bundled with vqfr" if bundled_path(entry).is_file() else "bundled file missing: reinstall vqfr"
+        return "bundled with vqfr" if bundled_path(entry).is_file() else "not bundled with this vqfr (docs/models.md)"
     path = cache_path(entry)
     if path.exists():
         return weights_state(path, entry)

@@ -19,8 +19,8 @@ def add_network_options(p: argparse.ArgumentParser, batch_help: str) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="auto (default: VQFR_v2 when it is here or downloadable, else the bundled VQFR_lite), VQFR_v2, "
-        "VQFR_v1, VQFR_lite, the path of a checkpoint (its network is read from the file), "
+        help="auto (default: VQFR_v2 when it is here or downloadable, else the bundled VQFR_lite where this "
+        "vqfr has it), VQFR_v2, VQFR_v1, VQFR_lite, the path of a checkpoint (its network is read from the file), "
         "or with --backend onnxruntime an .onnx file",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="NAME|PATH",
         help="the page's default model: auto (default: VQFR_v2 when it is here or downloadable, else the bundled "
-        "VQFR_lite), VQFR_v2, VQFR_v1, VQFR_lite, or a checkpoint path; the page also offers the others",
+        "VQFR_lite where this vqfr has it), VQFR_v2, VQFR_v1, VQFR_lite, or a checkpoint path; the page also "
+        "offers the others",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
