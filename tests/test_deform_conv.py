@@ -158,3 +158,50 @@ def test_low_precision_keeps_subpixel_positions_on_large_maps(dtype):
     out = deform_conv2d(x, offset, weight, None, padding=1).float()[0, 0, 0, : w - 1]
     want = torch.where(torch.arange(w - 1) % 2 == 0, 0.3, 0.7)
     assert (out - want).abs().max() < 0.01
+
+
+@pytest.mark.parametrize("stride,pad,dil,groups,use_mask", [(1, 1, 1, 2, True), (2, 0, 2, 1, False)])
+def test_cpu_gather_path_matches_grid_path_with_gradients(monkeypatch, stride, pad, dil, groups, use_mask):
+    # The CPU path (weighted embedding bags) and the grid_sample path (GPU, ONNX export) agree in
+    # value and in every gradient, samples far outside the map included.
+    from vqfr.nn import deform_conv
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 4, 7, 6, generator=g, dtype=torch.float64)
+    ho = (7 + 2 * pad - dil * 2 - 1) // stride + 1
+    wo = (6 + 2 * pad - dil * 2 - 1) // stride + 1
+    offset = torch.randn(2, 2 * groups * 9, ho, wo, generator=g, dtype=torch.float64) * 3
+    offset[:, :, 0, 0] = 50.0  # beyond the map: zero, and no gradient
+    mask = torch.rand(2, groups * 9, ho, wo, generator=g, dtype=torch.float64) if use_mask else None
+    weight = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64)
+    bias = torch.randn(3, generator=g, dtype=torch.float64)
+    inputs = [t for t in (x, offset, weight, bias, mask) if t is not None]
+
+    def run(gather: bool):
+        monkeypatch.setattr(deform_conv, "_uses_gather", lambda _x: gather)
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        m = leaves[4] if use_mask else None
+        out = deform_conv.deform_conv2d(*leaves[:4], stride=stride, padding=pad, dilation=dil, mask=m)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view(out.shape)).sum().backward()
+        return out.detach(), [t.grad for t in leaves]
+
+    out_gather, grads_gather = run(True)
+    out_grid, grads_grid = run(False)
+    assert torch.allclose(out_gather, out_grid, atol=1e-12)
+    for a, b in zip(grads_gather, grads_grid):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_cpu_path_keeps_reduced_precision_and_returns_channels_last():
+    # bfloat16 input is gathered in bfloat16 (no float32 copy of the map) and the output is channels
+    # last, the layout the next convolution computes in.
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 8, 9, 9, generator=g)
+    offset = torch.randn(1, 2 * 2 * 9, 9, 9, generator=g)
+    mask = torch.rand(1, 2 * 9, 9, 9, generator=g)
+    weight = torch.randn(5, 8, 3, 3, generator=g) * 0.1
+    want = deform_conv2d(x, offset, weight, None, padding=1, mask=mask)
+    got = deform_conv2d(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), None, padding=1, mask=mask.bfloat16())
+    assert got.dtype == torch.bfloat16
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in (got, want))
+    assert (got.float() - want).abs().max() < 0.05
