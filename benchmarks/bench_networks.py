@@ -17,9 +17,9 @@ temporary folder, imported with the current ``vqfr`` modules set aside) next to 
 gives both the same random published-size VQFRv2 weights (with noise so every branch contributes),
 prepares them as each revision's runtime does (the current one: ``prepare_for_inference``; the
 reference: its reduced parts cast to bfloat16 for bf16) and prints, measured interleaved in one
-process (best of ``--repeats``), old / new time ratios for fp32 fidelity 0.5, fp32 fidelity 0 and
-bf16 fidelity 0.5, with the differences: max |new - old| in fp32, and for bf16 the codes that
-differ from the reference's fp32 codes and the PSNR against its fp32 output.
+process (best of ``--repeats``), old / new time ratios for fp32 and bf16 at fidelity 0.5 and 0,
+with the differences: max |new - old| in fp32, and for bf16 the codes that differ from the
+reference's fp32 codes and the PSNR against its fp32 output.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from vqfr.restore.runtime import prepare_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO / ".." / "shared" / "data" / "real_lq" / "aligned"
+CASES = (("fp32", 0.5), ("fp32", 0.0), ("bf16", 0.5), ("bf16", 0.0))  # --compare-ref: (precision, fidelity)
 
 
 def timed(fn, device: torch.device, repeats: int) -> float:
@@ -190,7 +191,7 @@ def compare_reference(args: argparse.Namespace) -> None:
         print(f"  bf16 fidelity 0.5, {which}: {changed} codes differ from fp32, "
               f"PSNR vs fp32 {psnr_db(out['main_dec'].float(), ref[0.5]['main_dec']):.1f} dB")
     cases = {}
-    for precision, fidelity in (("fp32", 0.5), ("fp32", 0.0), ("bf16", 0.5)):
+    for precision, fidelity in CASES:
         for which in ("old", "new"):
             cases[(precision, fidelity, which)] = lambda w=which, p=precision, f=fidelity: run(w, p, f)
     best = {key: float("inf") for key in cases}
@@ -202,7 +203,7 @@ def compare_reference(args: argparse.Namespace) -> None:
                 best[key] = min(best[key], time.perf_counter() - t)
     print(f"| case | {args.compare_ref} | this tree | speed-up (old / new) |")
     print("|---|---|---|---|")
-    for precision, fidelity in (("fp32", 0.5), ("fp32", 0.0), ("bf16", 0.5)):
+    for precision, fidelity in CASES:
         old, new = best[(precision, fidelity, "old")], best[(precision, fidelity, "new")]
         print(f"| {precision} fidelity {fidelity:g} | {old:.2f} s | {new:.2f} s | {old / new:.2f}x |", flush=True)
 
