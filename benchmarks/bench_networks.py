@@ -15,11 +15,12 @@ Prints times and ratios against a baseline measured in the same process:
 ``--compare-ref REV`` loads the network code of git revision ``REV`` (``git archive`` into a
 temporary folder, imported with the current ``vqfr`` modules set aside) next to the current code,
 gives both the same random published-size VQFRv2 weights (with noise so every branch contributes),
-prepares them as each revision's runtime does (the current one: ``prepare_for_inference``; the
-reference: its reduced parts cast to bfloat16 for bf16) and prints, measured interleaved in one
-process (best of ``--repeats``), old / new time ratios for fp32 and bf16 at fidelity 0.5 and 0,
-with the differences: max |new - old| in fp32, and for bf16 the codes that differ from the
-reference's fp32 codes and the PSNR against its fp32 output.
+prepares them as each revision's runtime does (the current one: ``prepare_for_inference``, and
+glibc keeps freed memory while it runs; the reference: its reduced parts cast to bfloat16 for
+bf16) and prints, measured interleaved in one process (best of ``--repeats``), old / new time
+ratios for fp32 and bf16 at fidelity 0.5 and 0, with the differences: max |new - old| in fp32,
+and for bf16 the codes that differ from the reference's fp32 codes and the PSNR against its fp32
+output.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from vqfr.nn.checkpoint import build_network
 from vqfr.nn.configs import published_config, tiny_config
 from vqfr.nn.deform_conv import deform_conv2d
 from vqfr.nn.registry import architecture
-from vqfr.restore.runtime import prepare_for_inference
+from vqfr.restore.runtime import keep_freed_memory, prepare_for_inference
 
 REPO = Path(__file__).resolve().parents[1]
 FACE = REPO / ".." / "shared" / "data" / "real_lq" / "aligned"
@@ -190,10 +191,14 @@ def compare_reference(args: argparse.Namespace) -> None:
         changed = int((out["quant_logit"].float().argmax(-1) != codes).sum())
         print(f"  bf16 fidelity 0.5, {which}: {changed} codes differ from fp32, "
               f"PSNR vs fp32 {psnr_db(out['main_dec'].float(), ref[0.5]['main_dec']):.1f} dB")
+    def timed_run(which: str, precision: str, fidelity: float) -> None:
+        keep_freed_memory(which == "new")  # process-wide: the reference runs with glibc's defaults
+        run(which, precision, fidelity)
+
     cases = {}
     for precision, fidelity in CASES:
         for which in ("old", "new"):
-            cases[(precision, fidelity, which)] = lambda w=which, p=precision, f=fidelity: run(w, p, f)
+            cases[(precision, fidelity, which)] = lambda w=which, p=precision, f=fidelity: timed_run(w, p, f)
     best = {key: float("inf") for key in cases}
     for _ in range(args.repeats + 1):  # the first round warms up and is not counted
         for key, fn in cases.items():

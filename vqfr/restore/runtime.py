@@ -98,6 +98,32 @@ def _torch_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(enabled: bool = True) -> bool:
+    """Let glibc keep freed memory for reuse (``False`` restores its defaults); whether it applied.
+
+    A 512 px face allocates and frees maps of 16-128 MiB. glibc returns every block above 32 MiB
+    to the system, and the next map is faulted in page by page, which takes about as long as the
+    GroupNorm, SiLU or addition that fills it: measured on the whole network on a CPU, 1.12x
+    (fidelity 0) to 1.16x (fidelity 0.5). With mmap off and trimming off, freed blocks are reused;
+    the process keeps its peak memory until it exits. Process-wide; a no-op off glibc.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_MAX, 0 if enabled else 65536)
+    ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1 if enabled else 128 * 1024)
+    return bool(ok)
+
+
 def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], dtype: torch.dtype) -> torch.nn.Module:
     """``net`` (on its device) ready to run: ``reduced_parts`` cast to ``dtype``, channels-last weights on a CPU.
 
@@ -105,6 +131,7 @@ def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], 
     layout oneDNN computes in instead of being reordered around every convolution (the convolutions
     of a 512 px face run 1.2-1.3x faster in float32 and 2-2.5x in bfloat16), and the deformable
     convolution reads its samples as contiguous channel rows. Values are unchanged (to float rounding).
+    On a CPU it also calls :func:`keep_freed_memory`.
     """
     import torch
 
@@ -112,6 +139,7 @@ def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], 
         net.get_submodule(name).to(dtype)
     if next(net.parameters()).device.type == "cpu":
         net.to(memory_format=torch.channels_last)
+        keep_freed_memory()
     return net
 
 
