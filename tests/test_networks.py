@@ -171,3 +171,24 @@ def test_vqfrv1_align_opt_is_checked_not_ignored(change, expected):
         build_network("VQFRv1", config)
     assert str(e.value).startswith("invalid configuration for VQFRv1: ") and expected in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_inference_overwrites_fresh_maps_and_training_keeps_gradients():
+    # Without autograd the SiLU and the residual add reuse their fresh input map (page faults on a
+    # new 64 MiB map cost as much as the arithmetic); with autograd they must not, and both agree.
+    from vqfr.nn.layers import FreshSiLU, ResnetBlock
+
+    t = torch.randn(2, 8, 4, 4)
+    with torch.no_grad():
+        assert FreshSiLU()(t).data_ptr() == t.data_ptr()
+    leaf = torch.randn(2, 8, 4, 4, requires_grad=True)
+    assert FreshSiLU()(leaf * 1).data_ptr() != leaf.data_ptr()
+
+    torch.manual_seed(0)
+    block = ResnetBlock(32, 64)
+    x = torch.randn(1, 32, 6, 6, requires_grad=True)
+    out = block(x)
+    out.square().sum().backward()  # raises if an in-place op overwrote a map autograd saved
+    assert x.grad is not None and block.conv1.weight.grad is not None
+    with torch.inference_mode():
+        assert torch.equal(block(x.detach()), out.detach())

@@ -300,3 +300,27 @@ def test_fidelity_checks():
     assert check_fidelity(0.25) == 0.25
     with pytest.raises(VQFRError, match="fidelity must be in"):
         check_fidelity(1.5)
+
+
+def test_cpu_runtime_runs_channels_last_with_the_same_output(v2, monkeypatch):
+    # prepare_for_inference: channels-last weights on a CPU (so activations stay channels last)
+    # and glibc asked to keep freed memory; the output is the plain network's, to float rounding.
+    calls = []
+    monkeypatch.setattr(runtime, "keep_freed_memory", lambda enabled=True: calls.append(enabled) or True)
+    rt = FaceRuntime(str(v2), device="cpu", precision="fp32")
+    assert calls == [True]
+    conv = rt.net.main_branch.align_func_dict["Level_1"].dcn.conv_offset
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    net, _, _ = load_network(v2)
+    x = _to_tensor(_faces(1))
+    with torch.inference_mode():
+        want = net(x, fidelity_ratio=0.5)["main_dec"]
+    got = rt.forward(x, 0.5)
+    assert got.is_contiguous() and (got - want).abs().max() < 1e-4
+
+
+def test_keep_freed_memory_is_a_no_op_off_glibc(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(platform, "libc_ver", lambda *a, **k: ("musl", "1.2"))
+    assert runtime.keep_freed_memory() is False

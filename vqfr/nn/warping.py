@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqfr.nn.deform_conv import ModulatedDeformConv2d
-from vqfr.nn.layers import ResnetBlock, UpDownSample, conv1, conv3, group_norm
+from vqfr.nn.layers import FreshSiLU, ResnetBlock, UpDownSample, conv1, conv3, group_norm
 
 
 class TextureWarpingModule(nn.Module):
@@ -43,14 +43,14 @@ class TextureWarpingModule(nn.Module):
         self.offset_conv1 = nn.Sequential(
             conv1(channel + cond_channels, channel),
             group_norm(channel),
-            nn.SiLU(),
+            FreshSiLU(),
             nn.Conv2d(channel, channel, kernel_size=7, padding=3, groups=channel),
             group_norm(channel),
-            nn.SiLU(),
+            FreshSiLU(),
             conv1(channel, channel),
         )
         self.offset_conv2 = nn.Sequential(
-            conv3(channel + previous_offset_channel, channel), group_norm(channel), nn.SiLU()
+            conv3(channel + previous_offset_channel, channel), group_norm(channel), FreshSiLU()
         )
         self.dcn = ModulatedDeformConv2d(channel, channel, 3, padding=1, deformable_groups=deformable_groups)
 
@@ -71,7 +71,7 @@ class TextureWarpingModule(nn.Module):
 
 def upsample_offset(offset: Tensor) -> Tensor:
     """Carry an offset feature to the next finer level: bilinear x2, values doubled."""
-    return F.interpolate(offset, scale_factor=2, mode="bilinear", align_corners=False) * 2
+    return F.interpolate(offset, scale_factor=2, mode="bilinear", align_corners=False).mul_(2)
 
 
 class MainDecoder(nn.Module):
@@ -110,4 +110,6 @@ class MainDecoder(nn.Module):
             x = self.pre_upsample_dict[name](x)
             warped, offset = self.align_func_dict[name](feats[name], inpfeat, upsample_offset(offset))
             x = self.decoder_dict[name](torch.cat([x, warped], dim=1))
-        return feats["Level_1"] + fidelity_ratio * x
+        if isinstance(fidelity_ratio, Tensor):
+            return feats["Level_1"] + fidelity_ratio * x
+        return torch.add(feats["Level_1"], x, alpha=fidelity_ratio)  # one pass instead of two

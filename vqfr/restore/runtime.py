@@ -98,6 +98,51 @@ def _torch_dtype(precision: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(enabled: bool = True) -> bool:
+    """Let glibc keep freed memory for reuse (``False`` restores its defaults); whether it applied.
+
+    A 512 px face allocates and frees maps of 16-128 MiB. glibc returns every block above 32 MiB
+    to the system, and the next map is faulted in page by page, which takes about as long as the
+    GroupNorm, SiLU or addition that fills it: measured on the whole network on a CPU, 1.12x
+    (fidelity 0) to 1.16x (fidelity 0.5). With mmap off and trimming off, freed blocks are reused;
+    the process keeps its peak memory until it exits. Process-wide; a no-op off glibc.
+    """
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_MAX, 0 if enabled else 65536)
+    ok &= mallopt(_M_TRIM_THRESHOLD, 2**31 - 1 if enabled else 128 * 1024)
+    return bool(ok)
+
+
+def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], dtype: torch.dtype) -> torch.nn.Module:
+    """``net`` (on its device) ready to run: ``reduced_parts`` cast to ``dtype``, channels-last weights on a CPU.
+
+    Channels-last weights make every convolution's output channels last, so activations stay in the
+    layout oneDNN computes in instead of being reordered around every convolution (the convolutions
+    of a 512 px face run 1.2-1.3x faster in float32 and 2-2.5x in bfloat16), and the deformable
+    convolution reads its samples as contiguous channel rows. Values are unchanged (to float rounding).
+    On a CPU it also calls :func:`keep_freed_memory`.
+    """
+    import torch
+
+    for name in reduced_parts if dtype != torch.float32 else ():
+        net.get_submodule(name).to(dtype)
+    if next(net.parameters()).device.type == "cpu":
+        net.to(memory_format=torch.channels_last)
+        keep_freed_memory()
+    return net
+
+
 def default_batch_size(device: torch.device | str) -> int:
     """Faces per forward pass for ``device`` when none is given (:data:`DEFAULT_BATCH_SIZE`)."""
     kind = device if isinstance(device, str) else device.type
@@ -235,10 +280,7 @@ class FaceRuntime:
         )
         self._spec = _arch_spec(self.arch, resolved.path)
         self.face_size = _check_face_size(face_size or meta.get("face_size") or self._spec.face_size)
-        dtype = _torch_dtype(self.precision)
-        for name in self._spec.reduced_parts if dtype != self._torch.float32 else ():
-            net.get_submodule(name).to(dtype)
-        self.net = net
+        self.net = prepare_for_inference(net, self._spec.reduced_parts, _torch_dtype(self.precision))
 
     def _init_onnx(self, model, weights, device, precision, face_size, download, progress) -> None:
         try:
@@ -307,7 +349,7 @@ class FaceRuntime:
                 feed["fidelity"] = np.asarray(fidelity, dtype=np.float32)
             return torch.from_numpy(self._session.run(["restored"], feed)[0])
         with torch.inference_mode():  # one call for every restoration network (see vqfr.nn.registry)
-            return self.net(x, fidelity_ratio=fidelity)["main_dec"].float()
+            return self.net(x, fidelity_ratio=fidelity)["main_dec"].float().contiguous()
 
     def restore_crops(
         self, crops: list[np.ndarray], fidelity: float = DEFAULT_FIDELITY, out_size: int | None = None
