@@ -303,11 +303,19 @@ def test_fidelity_checks():
 
 
 def test_cpu_runtime_runs_channels_last_with_the_same_output(v2, monkeypatch):
-    # prepare_for_inference: channels-last weights on a CPU (so activations stay channels last)
-    # and glibc asked to keep freed memory; the output is the plain network's, to float rounding.
+    # prepare_for_inference: channels-last weights on a CPU (so activations stay channels last);
+    # the output is the plain network's, to float rounding. The library leaves the caller's malloc
+    # alone; the commands (their own processes) ask glibc to keep freed memory.
+    import argparse
+
+    from vqfr.cli.options import restorer_kwargs
+
     calls = []
     monkeypatch.setattr(runtime, "keep_freed_memory", lambda enabled=True: calls.append(enabled) or True)
     rt = FaceRuntime(str(v2), device="cpu", precision="fp32")
+    assert calls == []
+    names = ("model", "weights", "device", "backend", "fidelity", "batch_size", "min_eye_distance", "detector", "quiet")
+    restorer_kwargs(argparse.Namespace(**dict.fromkeys(names), no_download=True), "fp32")
     assert calls == [True]
     conv = rt.net.main_branch.align_func_dict["Level_1"].dcn.conv_offset
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

@@ -131,7 +131,8 @@ def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], 
     layout oneDNN computes in instead of being reordered around every convolution (the convolutions
     of a 512 px face run 1.2-1.3x faster in float32 and 2-2.5x in bfloat16), and the deformable
     convolution reads its samples as contiguous channel rows. Values are unchanged (to float rounding).
-    On a CPU it also calls :func:`keep_freed_memory`.
+    (The commands also call :func:`keep_freed_memory`; a library call does not change how the
+    caller's process allocates memory.)
     """
     import torch
 
@@ -139,7 +140,6 @@ def prepare_for_inference(net: torch.nn.Module, reduced_parts: tuple[str, ...], 
         net.get_submodule(name).to(dtype)
     if next(net.parameters()).device.type == "cpu":
         net.to(memory_format=torch.channels_last)
-        keep_freed_memory()
     return net
 
 
