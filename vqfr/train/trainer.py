@@ -237,7 +237,6 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
             prefetch_factor=2 if workers > 0 else None,
-            worker_init_fn=_leave_stop_signals_to_the_trainer if workers > 0 else None,
         )
 
     # ------------------------------------------------------------------ validation & images
@@ -426,12 +425,3 @@ def run_training(
         return trainer.fit()
     finally:
         cleanup()
-
-
-def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:
-    """Data-loader workers ignore SIGTERM and SIGINT: schedulers (SLURM, ``kill`` of a process group)
-    and Ctrl-C signal every process of the job, and a worker dying of the signal would end the run
-    with a DataLoader error before the trainer saved its checkpoint. The trainer stops them itself;
-    a worker still exits if the trainer dies (PyTorch's workers watch their parent)."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
