@@ -316,7 +316,9 @@ def _upload_and_restore(browser, path: Path, aligned: bool = True) -> None:
     if box.is_selected() != aligned:  # a script click: the layout may still be settling under the pointer
         browser.execute_script("arguments[0].click();", box)
     WebDriverWait(browser, 10).until(lambda d: box.is_selected() == aligned)
-    browser.find_element(By.ID, "vqfr-restore").click()
+    # the button may be re-rendered after the upload: wait for it (a direct lookup failed once under load)
+    (button,) = WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.ID, "vqfr-restore"))
+    button.click()
 
 
 def test_browser_restores_an_upload_and_offers_the_png(served, browser, tmp_path):
