@@ -76,6 +76,20 @@ def _reentered(key: str) -> Iterator[None]:
         _held[key] -= 1
 
 
+def _flock_or_refuse(fd: int, folder: Path, mode: int) -> None:
+    """Take ``mode`` (LOCK_EX or LOCK_SH) on ``fd`` without waiting; if another run holds the lock,
+    close ``fd`` and say who holds it, in one line."""
+    try:
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    except OSError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        raise VQFRError(
+            f"output folder {shown(folder)} is in use by another run ({holder}); wait for it to finish "
+            "or choose another folder"
+        ) from None
+
+
 def _make_folder(folder: Path) -> list[Path]:
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
@@ -139,15 +153,7 @@ def _acquire(folder: Path, command: str, shared: bool = False) -> int:
             raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
         if fcntl is None:  # pragma: no cover - no advisory locks here; still checked writability
             return fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise VQFRError(
-                f"output folder {shown(folder)} is in use by another run ({holder}); wait for it to finish "
-                "or choose another folder"
-            ) from None
+        _flock_or_refuse(fd, folder, fcntl.LOCK_EX)
         # A run that just finished may have unlinked the file we opened: lock the one at the path.
         try:
             same = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -167,15 +173,7 @@ def _acquire(folder: Path, command: str, shared: bool = False) -> int:
         raise VQFRError(f"cannot write into the output folder {shown(folder)} ({err.strerror or err})") from None
     if shared and fcntl is not None:
         # flock converts by unlocking, then locking: another run may slip in between and win
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise VQFRError(
-                f"output folder {shown(folder)} is in use by another run ({holder}); wait for it to finish "
-                "or choose another folder"
-            ) from None
+        _flock_or_refuse(fd, folder, fcntl.LOCK_SH)
     return fd
 
 
