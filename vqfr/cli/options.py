@@ -12,6 +12,12 @@ from collections.abc import Callable
 
 from vqfr.face.detectors import DEFAULT_DETECTOR, DETECTORS
 
+# The model names every command that restores accepts (restore, video, serve).
+MODEL_NAMES_HELP = (
+    "auto (default: VQFR_v2 when it is here or downloadable, else the bundled VQFR_lite where this vqfr has it), "
+    "VQFR_v2, VQFR_v1, VQFR_lite"
+)
+
 
 def add_network_options(p: argparse.ArgumentParser, batch_help: str) -> None:
     """--model, --weights, --fidelity, --device, --precision, --backend, --batch-size, --no-download, -q."""
@@ -19,8 +25,7 @@ def add_network_options(p: argparse.ArgumentParser, batch_help: str) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="auto (default: VQFR_v2 when it is here or downloadable, else the bundled VQFR_lite where this "
-        "vqfr has it), VQFR_v2, VQFR_v1, VQFR_lite, the path of a checkpoint (its network is read from the file), "
+        help=f"{MODEL_NAMES_HELP}, the path of a checkpoint (its network is read from the file), "
         "or with --backend onnxruntime an .onnx file",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")

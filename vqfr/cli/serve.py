@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vqfr.cli.options import MODEL_NAMES_HELP
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,9 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=None,
         metavar="NAME|PATH",
-        help="the page's default model: auto (default: VQFR_v2 when it is here or downloadable, else the bundled "
-        "VQFR_lite where this vqfr has it), VQFR_v2, VQFR_v1, VQFR_lite, or a checkpoint path; the page also "
-        "offers the others",
+        help=f"the page's default model: {MODEL_NAMES_HELP}, or a checkpoint path; the page also offers the others",
     )
     p.add_argument("--weights", default=None, metavar="PATH", help="weights file for --model (no lookup, no download)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
