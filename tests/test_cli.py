@@ -1,5 +1,6 @@
 """The ``vqfr`` entry point: version, help, subcommands, and that --help stays torch-free."""
 
+import os
 import subprocess
 import sys
 
@@ -37,3 +38,18 @@ def test_console_script_and_module_entry_points():
     out = subprocess.run([sys.executable, "-m", "vqfr", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == f"vqfr {__version__}"
     assert build_parser().prog == "vqfr"
+
+
+@pytest.mark.parametrize("args, code", [(["--version"], 0), (["info"], 141)])
+def test_closed_pipe_ends_quietly(args, code):
+    """`vqfr ... | head` closes the pipe early: no traceback, the shell's 141 like other Unix tools
+    (argparse itself ignores a failed write of --version and exits 0)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vqfr", *args], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == code and proc.stderr == ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from vqfr import __version__
@@ -29,6 +30,21 @@ def _subcommands() -> list:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a closed pipe must surface here, not as a traceback at interpreter exit
+    except BrokenPipeError:
+        # The reader went away (`vqfr evaluate ... | head`): stop quietly like other Unix tools.
+        # Whatever the command finished is already on disk; stdout is pointed at /dev/null so that
+        # Python's final flush of the unwritten buffer does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
