@@ -335,6 +335,25 @@ def test_stage2_v2_code_phase_then_main_branch_from_zero(assets, tmp_path):
     assert float(last[zeroed].abs().max()) > 0.0  # gradients reach it once the main branch trains
 
 
+@pytest.mark.parametrize("arch", ["VQFRv2", "VQFRv1"])
+def test_stage1_targets_are_float32_under_bf16_autocast(assets, tmp_path, arch):
+    """The frozen stage-1 network labels the codes to learn: under amp its forward stays float32
+    (in bfloat16, about 1 % of the VQFR-lite stage-1 codes changed), while the generator runs in bfloat16."""
+    cfg = restoration_cfg(assets, arch)
+    cfg["train"]["amp"] = "bf16"
+    trainer = Trainer(merge_config(copy.deepcopy(cfg)), tmp_path, progress=False)
+    seen: dict[str, set[torch.dtype]] = {"stage1": set(), "generator": set()}
+    for key, net in (("stage1", trainer.task.g1), ("generator", trainer.task.g)):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda mod, inp, out, key=key: seen[key].add(out.dtype))
+    batch = next(iter(trainer._train_loader()))
+    logs = trainer.task.train_step(batch, 1)
+    assert seen["stage1"] == {torch.float32}
+    assert torch.bfloat16 in seen["generator"]  # autocast is on: the speed-up is kept
+    assert all(torch.isfinite(v) for v in logs.values())
+
+
 def test_zero_init_main_branch_makes_main_equal_texture():
     from vqfr.train.nets import zero_init_main_branch
 
