@@ -568,6 +568,19 @@ def test_overrides_reach_nested_keys_and_list_items():
         merge_config({"stage": "codebook", "discriminators": {"0": {"start_step": 1}}})
 
 
+def test_amp_off_as_documented_in_yaml_and_overrides(tmp_path):
+    """YAML 1.1 reads a bare ``off`` as false: ``amp: off`` and ``-o train.amp=off`` still mean off."""
+    from vqfr.train.config import load_config
+
+    text = (ROOT / "configs" / "tiny_vqgan_v2.yml").read_text()
+    assert load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=off"])["train"]["amp"] == "off"
+    assert load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=bf16"])["train"]["amp"] == "bf16"
+    (tmp_path / "off.yml").write_text(text.replace("train:\n", "train:\n  amp: off\n", 1))
+    assert load_config(tmp_path / "off.yml")["train"]["amp"] == "off"
+    with pytest.raises(VQFRError, match="train.amp must be"):
+        load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=on"])
+
+
 def test_published_configs_match_the_recipe():
     from vqfr.nn.configs import published_config
     from vqfr.train.config import load_config

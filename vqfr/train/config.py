@@ -335,6 +335,9 @@ def validate(cfg: dict) -> None:
 
     Numbers that YAML left as strings (``1e-4``) are converted in place.
     """
+    train = cfg.get("train")
+    if isinstance(train, dict) and train.get("amp") is False:
+        train["amp"] = "off"  # YAML 1.1 reads a bare ``off`` (``amp: off``, ``-o train.amp=off``) as false
     check_types(cfg)
     _need(cfg["stage"] in STAGES, f"config 'stage' must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
     net = cfg["network"]
