@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "optim_d": {"lr": 1e-4, "betas": [0.9, 0.96], "weight_decay": 0.0},
         "scheduler": {"milestones": [], "gamma": 1.0},
         "ema_decay": 0.0,
-        "amp": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | off
+        "amp": "auto",  # auto (bf16 on GPUs that support it and CPUs with native bf16) | bf16 | off
         "fidelity_ratio": 1.0,
         "main_branch_start": 0,  # VQFRv2: steps up to this one train the code predictor alone (fidelity 0)
         "restart_dead_codes_every": 0,  # VQGANv2 stage 1: move codes unused for this many steps (0 = off)
