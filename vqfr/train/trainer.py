@@ -123,7 +123,7 @@ class Trainer:
         """``train.amp`` as this run uses it (``bf16`` or ``off``) and why, for the start line.
 
         ``auto``: bf16 autocast on GPUs that support it and on CPUs with native bf16 (AVX512-BF16,
-        AMX, Arm BF16; measured 1.4-1.9x faster per step on VQFR-lite, docs/train.md), else off.
+        AMX, Arm BF16; measured 1.3-1.8x faster per step on VQFR-lite, docs/train.md), else off.
         """
         kind = self.device.type
         if amp == "auto":
