@@ -8,6 +8,7 @@ first step so every step carries the full cost (R1 keeps its published period).
     python benchmarks/bench_train.py                          # tiny configs, CPU or GPU
     python benchmarks/bench_train.py --configs vqgan_v2_ffhq512 vqfr_v2_ffhq512 --steps 3
     python benchmarks/bench_train.py --all --steps 5          # all eight configs
+    python benchmarks/bench_train.py --amp off; python benchmarks/bench_train.py --amp bf16   # fp32 vs bf16 autocast
 
 Prints one line per config and a JSON list at the end. Not a test: numbers depend on the machine.
 """
@@ -45,7 +46,7 @@ def _faces(folder: Path, size: int, n: int = 4) -> None:
         write_png(folder / f"face{i}.png", cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
 
 
-def bench_one(name: str, steps: int, warmup: int, device: str, batch: int | None) -> dict:
+def bench_one(name: str, steps: int, warmup: int, device: str, batch: int | None, amp: str | None = None) -> dict:
     """Run ``warmup + steps`` steps of ``configs/NAME.yml`` in this process and time the last ``steps``."""
     import torch
 
@@ -64,6 +65,8 @@ def bench_one(name: str, steps: int, warmup: int, device: str, batch: int | None
     if batch:
         cfg["data"]["batch_size_per_gpu"] = batch
     cfg["train"]["total_steps"] = warmup + steps
+    if amp:
+        cfg["train"]["amp"] = amp
     cfg["logging"].update(print_every=10**9, image_every=10**9, checkpoint_every=10**9, val_every=10**9)
     cfg["logging"]["tensorboard"] = False
     for d in cfg["discriminators"]:
@@ -122,16 +125,18 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch", type=int, help="override batch_size_per_gpu")
+    ap.add_argument("--amp", choices=["auto", "bf16", "off"], help="override train.amp (default: the config's)")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config in this process
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(bench_one(args.one, args.steps, args.warmup, args.device, args.batch)))
+        print(json.dumps(bench_one(args.one, args.steps, args.warmup, args.device, args.batch, args.amp)))
         return 0
     names = TINY + PUBLISHED if args.all else args.configs
     results = []
     for name in names:
         cmd = [sys.executable, __file__, "--one", name, "--steps", str(args.steps), "--warmup", str(args.warmup)]
         cmd += ["--device", args.device] + (["--batch", str(args.batch)] if args.batch else [])
+        cmd += ["--amp", args.amp] if args.amp else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["failed"])[-1]

@@ -15,6 +15,7 @@ from vqfr.io import read_image, write_image
 from vqfr.nn.checkpoint import load_network
 from vqfr.restore import FaceRestorer, FaceRuntime, runtime
 from vqfr.restore.runtime import check_fidelity, export_onnx, resolve_precision
+from vqfr.utils import device as device_utils
 from vqfr.utils.image_tensor import tensor_to_uint8
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -110,7 +111,7 @@ def flags(monkeypatch):
     """Set the CPU flags the runtime sees: ``flags({"amx_bf16"})``."""
 
     def set_flags(values: set[str]) -> None:
-        monkeypatch.setattr(runtime, "cpu_flags", lambda: set(values))
+        monkeypatch.setattr(device_utils, "cpu_flags", lambda: set(values))
 
     return set_flags
 
@@ -146,7 +147,7 @@ def test_explicit_precisions_on_the_cpu(flags):
 
 
 def test_cpu_flags_reads_this_machine():
-    assert isinstance(runtime.cpu_flags(), set)  # whatever the machine, a set (empty off Linux)
+    assert isinstance(device_utils.cpu_flags(), set)  # whatever the machine, a set (empty off Linux)
 
 
 def test_half_is_a_deprecated_alias(v2):

@@ -66,7 +66,8 @@ def tiny_cfg(assets, stage: str, arch: str, **over) -> dict:
             "batch_size_per_gpu": 2,
             "num_workers": 0,
         },
-        "train": {"total_steps": 2, "optim_g": {"lr": 1e-3, "betas": [0.9, 0.96]}, "ema_decay": 0.9},
+        # amp off: the same float32 steps on every machine (auto picks bf16 on some CPUs)
+        "train": {"total_steps": 2, "optim_g": {"lr": 1e-3, "betas": [0.9, 0.96]}, "ema_decay": 0.9, "amp": "off"},
         "losses": {"r1_every": 1},
         "logging": {"print_every": 1, "image_every": 1, "checkpoint_every": 1, "keep_last": 2, "val_every": 100},
     }
@@ -208,11 +209,14 @@ def _all_tensors(state: dict, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1", "VQGANv2+restart"])
+@pytest.mark.parametrize("arch", ["VQGANv2", "VQGANv1", "VQGANv2+restart", "VQGANv2+bf16"])
 def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path, arch):
     restart = arch.endswith("+restart")
-    arch = arch.removesuffix("+restart")
+    bf16 = arch.endswith("+bf16")
+    arch = arch.removesuffix("+restart").removesuffix("+bf16")
     cfg = tiny_cfg(assets, "codebook", arch)
+    if bf16:  # bf16 autocast (the dead-code restarts run in float32 after the step)
+        cfg["train"].update(amp="bf16", restart_dead_codes_every=3)
     if restart:  # code usage counted over steps 1-3 spans the resume at step 2
         cfg["train"]["restart_dead_codes_every"] = 3
     if arch == "VQGANv1":  # resume inside the k-means phase: reservoir full, re-estimation at steps 2 and 4
@@ -244,6 +248,66 @@ def test_resume_equals_uninterrupted_run_bitwise(assets, tmp_path, arch):
         "step_00000002.pt",
         "step_00000004.pt",
     ]  # keep_last 2
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """``cpu_bf16(True)``: the trainer sees a CPU with native bfloat16 (AMX-BF16); ``False``: one without."""
+
+    from vqfr.utils import device as device_utils
+
+    def set_native(native: bool) -> None:
+        monkeypatch.setattr(device_utils, "cpu_flags", lambda: {"avx512f", "amx_bf16"} if native else {"avx2"})
+
+    return set_native
+
+
+def test_amp_auto_picks_bf16_on_cpus_with_native_bf16_and_says_so(assets, tmp_path, cpu_bf16):
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["train"].update(amp="auto", total_steps=1)
+
+    def trainer(out: str) -> Trainer:
+        return Trainer(merge_config(copy.deepcopy(cfg)), tmp_path / out, device="cpu", progress=False)
+
+    cpu_bf16(True)
+    auto = trainer("a")
+    assert auto.amp_dtype == auto.task.amp_dtype == torch.bfloat16
+    auto.fit()
+    assert "amp: bf16 (auto: a CPU with native bf16)" in (tmp_path / "a" / "train.log").read_text()
+    cpu_bf16(False)
+    assert trainer("b").amp_dtype is None
+    cfg["train"]["amp"] = "bf16"  # explicit: runs, with a note
+    emulated = trainer("c")
+    assert emulated.amp_dtype == torch.bfloat16 and "emulated" in emulated._start_line()
+    cfg["train"]["amp"] = "off"
+    cpu_bf16(True)
+    assert trainer("d").amp_dtype is None
+
+
+def test_amp_auto_keeps_a_resumed_fp32_run_in_fp32(assets, tmp_path, cpu_bf16):
+    """A run that started in float32 under auto (or before auto chose bf16 on CPUs) is not switched mid-run."""
+    cfg = tiny_cfg(assets, "codebook", "VQGANv2", discriminators=[])
+    cfg["train"].update(amp="auto", total_steps=3)
+
+    def resumed(out: str, resume: str = "auto") -> Trainer:
+        return Trainer(merge_config(copy.deepcopy(cfg)), tmp_path / out, resume=resume, progress=False)
+
+    cpu_bf16(False)
+    run(cfg, tmp_path / "a", stop_at=1)
+    cpu_bf16(True)
+    kept = resumed("a")
+    assert kept.amp_dtype is None and kept.task.amp_dtype is None and "started in fp32" in kept._start_line()
+    kept.fit()
+    state = torch.load(tmp_path / "a" / "checkpoints" / "step_00000003.pt", weights_only=True)
+    assert state["amp"] == "off"
+    del state["amp"]  # a checkpoint written before the field existed (auto was fp32 on every CPU)
+    torch.save(state, tmp_path / "old.pt")
+    assert resumed("b", str(tmp_path / "old.pt")).amp_dtype is None
+    cfg["train"]["amp"] = "bf16"  # asked for: switches
+    assert resumed("c", str(tmp_path / "old.pt")).amp_dtype == torch.bfloat16
+    cfg["train"]["amp"] = "auto"  # a run that started in bf16 stays in bf16
+    run(cfg, tmp_path / "d", stop_at=1)
+    assert resumed("d").amp_dtype == torch.bfloat16
 
 
 def test_dead_codes_are_restarted_onto_encoder_vectors(assets, tmp_path):
@@ -333,6 +397,25 @@ def test_stage2_v2_code_phase_then_main_branch_from_zero(assets, tmp_path):
     zeroed = "main_branch.decoder_dict.Level_1.conv2.weight"
     assert float(first[zeroed].abs().max()) == 0.0  # zero-initialised, untouched in the code phase
     assert float(last[zeroed].abs().max()) > 0.0  # gradients reach it once the main branch trains
+
+
+@pytest.mark.parametrize("arch", ["VQFRv2", "VQFRv1"])
+def test_stage1_targets_are_float32_under_bf16_autocast(assets, tmp_path, arch):
+    """The frozen stage-1 network labels the codes to learn: under amp its forward stays float32
+    (in bfloat16, about 1 % of the VQFR-lite stage-1 codes changed), while the generator runs in bfloat16."""
+    cfg = restoration_cfg(assets, arch)
+    cfg["train"]["amp"] = "bf16"
+    trainer = Trainer(merge_config(copy.deepcopy(cfg)), tmp_path, progress=False)
+    seen: dict[str, set[torch.dtype]] = {"stage1": set(), "generator": set()}
+    for key, net in (("stage1", trainer.task.g1), ("generator", trainer.task.g)):
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.register_forward_hook(lambda mod, inp, out, key=key: seen[key].add(out.dtype))
+    batch = next(iter(trainer._train_loader()))
+    logs = trainer.task.train_step(batch, 1)
+    assert seen["stage1"] == {torch.float32}
+    assert torch.bfloat16 in seen["generator"]  # autocast is on: the speed-up is kept
+    assert all(torch.isfinite(v) for v in logs.values())
 
 
 def test_zero_init_main_branch_makes_main_equal_texture():
@@ -547,6 +630,19 @@ def test_overrides_reach_nested_keys_and_list_items():
         apply_override(cfg, "discriminators.3.start_step=0")
     with pytest.raises(VQFRError):
         merge_config({"stage": "codebook", "discriminators": {"0": {"start_step": 1}}})
+
+
+def test_amp_off_as_documented_in_yaml_and_overrides(tmp_path):
+    """YAML 1.1 reads a bare ``off`` as false: ``amp: off`` and ``-o train.amp=off`` still mean off."""
+    from vqfr.train.config import load_config
+
+    text = (ROOT / "configs" / "tiny_vqgan_v2.yml").read_text()
+    assert load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=off"])["train"]["amp"] == "off"
+    assert load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=bf16"])["train"]["amp"] == "bf16"
+    (tmp_path / "off.yml").write_text(text.replace("train:\n", "train:\n  amp: off\n", 1))
+    assert load_config(tmp_path / "off.yml")["train"]["amp"] == "off"
+    with pytest.raises(VQFRError, match="train.amp must be"):
+        load_config(ROOT / "configs" / "tiny_vqgan_v2.yml", ["train.amp=on"])
 
 
 def test_published_configs_match_the_recipe():

@@ -27,7 +27,7 @@ from vqfr import __version__
 from vqfr.errors import VQFRError
 from vqfr.nn.registry import Architecture, architecture, is_registered
 from vqfr.restore.zoo import AUTO, DEFAULT_MODEL, ResolvedWeights, resolve_weights, vqfr_home
-from vqfr.utils.device import select_device
+from vqfr.utils.device import cpu_has_native_bf16, select_device
 from vqfr.utils.paths import shown
 
 if TYPE_CHECKING:
@@ -47,24 +47,6 @@ DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 4, "mps": 4}
 
 
 # ---------------------------------------------------------------- precision
-def cpu_flags() -> set[str]:
-    """The CPU feature flags Linux reports (x86 ``flags``, Arm ``Features``); empty elsewhere."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return set(value.split())
-    return set()
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU computes bfloat16 natively (x86 AMX-BF16 or AVX512-BF16, Arm BF16)."""
-    return bool(cpu_flags() & {"amx_bf16", "avx512_bf16", "bf16"})
-
-
 def resolve_precision(precision: str, device: torch.device) -> tuple[str, list[str]]:
     """The precision to run (``fp32``/``bf16``/``fp16``) for a requested one on ``device``, with notes.
 

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         "optim_d": {"lr": 1e-4, "betas": [0.9, 0.96], "weight_decay": 0.0},
         "scheduler": {"milestones": [], "gamma": 1.0},
         "ema_decay": 0.0,
-        "amp": "auto",  # auto (bf16 on a GPU that supports it) | bf16 | off
+        "amp": "auto",  # auto (bf16 on GPUs that support it and CPUs with native bf16) | bf16 | off
         "fidelity_ratio": 1.0,
         "main_branch_start": 0,  # VQFRv2: steps up to this one train the code predictor alone (fidelity 0)
         "restart_dead_codes_every": 0,  # VQGANv2 stage 1: move codes unused for this many steps (0 = off)
@@ -335,6 +335,9 @@ def validate(cfg: dict) -> None:
 
     Numbers that YAML left as strings (``1e-4``) are converted in place.
     """
+    train = cfg.get("train")
+    if isinstance(train, dict) and train.get("amp") is False:
+        train["amp"] = "off"  # YAML 1.1 reads a bare ``off`` (``amp: off``, ``-o train.amp=off``) as false
     check_types(cfg)
     _need(cfg["stage"] in STAGES, f"config 'stage' must be one of {', '.join(STAGES)}, got {cfg['stage']!r}")
     net = cfg["network"]

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from vqfr.errors import VQFRError
+from vqfr.utils.device import cpu_has_native_bf16
 from vqfr.utils.dist import DistInfo, any_rank, barrier, cleanup, gather_objects, init_distributed, mean_over_ranks
 from vqfr.utils.paths import unwritable_reason
 
@@ -91,7 +92,8 @@ class Trainer:
         self.step = 0
         self._stop_signal: str | None = None
         self.ckpt_dir = self.out / "checkpoints"
-        self.amp_dtype = self._amp_dtype(cfg["train"]["amp"])
+        self.amp, self.amp_why = self._resolve_amp(cfg["train"]["amp"])
+        self.amp_dtype = torch.bfloat16 if self.amp == "bf16" else None
 
         self.train_set = self._train_set()  # fail fast on a missing dataset, before building networks
         vcfg = cfg["data"]["val"]
@@ -117,12 +119,35 @@ class Trainer:
         for adv in self.task.adversaries:
             adv.net.train()
 
-    def _amp_dtype(self, amp: str) -> torch.dtype | None:
+    def _resolve_amp(self, amp: str) -> tuple[str, str]:
+        """``train.amp`` as this run uses it (``bf16`` or ``off``) and why, for the start line.
+
+        ``auto``: bf16 autocast on GPUs that support it and on CPUs with native bf16 (AVX512-BF16,
+        AMX, Arm BF16; measured 1.3-1.8x faster per step on VQFR-lite, docs/train.md), else off.
+        """
+        kind = self.device.type
         if amp == "auto":
-            amp = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "off"
-        if amp == "bf16" and self.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            if kind == "cuda" and torch.cuda.is_bf16_supported():
+                return "bf16", "auto: a GPU with bf16"
+            if kind == "cpu" and cpu_has_native_bf16():
+                return "bf16", "auto: a CPU with native bf16"
+            return "off", "auto"
+        if amp == "bf16" and kind == "cuda" and not torch.cuda.is_bf16_supported():
             raise VQFRError("train.amp bf16 is not supported on this GPU; set train.amp: off")
-        return torch.bfloat16 if amp == "bf16" else None
+        if amp == "bf16" and kind == "cpu" and not cpu_has_native_bf16():
+            return "bf16", "emulated on this CPU, likely slower than off"
+        return amp, ""
+
+    def _keep_amp_of_resumed_run(self, state: dict[str, Any]) -> None:
+        """Under ``auto``, a run that started in float32 continues in float32.
+
+        Checkpoints without the field were written when ``auto`` meant float32 on every CPU. An
+        explicit ``train.amp`` switches a resumed run either way.
+        """
+        saved = state.get("amp", "off" if self.device.type == "cpu" else None)
+        if self.cfg["train"]["amp"] == "auto" and saved == "off" and self.amp != "off":
+            self.amp, self.amp_why = "off", "auto: the resumed run started in fp32; train.amp: bf16 switches"
+            self.amp_dtype = self.task.amp_dtype = None
 
     def _wrap_ddp(self) -> None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -154,6 +179,7 @@ class Trainer:
             **self.task.state_dict(),  # nets, ema, optims, quantizers, code_usage
             "rng": rngs,
             "config": self.cfg,
+            "amp": self.amp,  # what auto chose: a resumed run keeps float32 (see _keep_amp_of_resumed_run)
         }
 
     def _load(self, path: Path) -> None:
@@ -166,6 +192,7 @@ class Trainer:
             first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
             raise VQFRError(f"{path} does not match this config ({first})") from None
         self.step = int(state["step"])
+        self._keep_amp_of_resumed_run(state)
         rngs = state.get("rng") or []
         if len(rngs) == self.info.world_size:
             ckpt.set_rng_state(rngs[self.info.rank])
@@ -384,10 +411,11 @@ class Trainer:
 
     def _start_line(self) -> str:
         begin = f"resuming {self.resumed_from} at" if self.resumed_from else "starting"
+        amp = f"{self.amp} ({self.amp_why})" if self.amp_why else self.amp
         return (
             f"{begin} step {self.step} | {self.arch} {self.stage}"
             f" | {self.info.world_size} process(es) on {self.device.type}"
-            f" | perceptual: {self.task.perceptual_name} | amp: {'bf16' if self.amp_dtype else 'off'}"
+            f" | perceptual: {self.task.perceptual_name} | amp: {amp}"
             f" | {self.task.param_summary}"
         )
 

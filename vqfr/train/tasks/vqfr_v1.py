@@ -8,7 +8,6 @@ decoder's output conv.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from ..losses import mse_loss
@@ -20,8 +19,7 @@ class VQFRv1Task(RestorationTask):
         res = self.g_train(lq, iters=step, return_keys=("dec", "feat_dict"))
         terms = {}
         if self.losses["quant_feature_weight"]:
-            with torch.no_grad():
-                hq, _ = self.g1(gt, return_keys=("feat_dict",))
+            hq = self.stage1_targets(gt, return_keys=("feat_dict",))
             w = float(self.losses["quant_feature_weight"])
             terms["quant_feature"] = w * sum(
                 mse_loss(res["feat_dict"][lvl]["z_conv"].float(), hq["feat_dict"][lvl]["z_quant_before_conv"].float())

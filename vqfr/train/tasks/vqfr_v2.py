@@ -16,7 +16,6 @@ fidelity 0) and ``network.zero_init_main_branch``.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from vqfr.errors import VQFRError
@@ -56,8 +55,7 @@ class VQFRv2Task(RestorationTask):
         codes_only = step <= int(self.cfg["train"]["main_branch_start"])
         ratio = 0.0 if codes_only else float(self.cfg["train"]["fidelity_ratio"])
         res = self.g_train(lq, fidelity_ratio=ratio)
-        with torch.no_grad():
-            hq, _ = self.g1(gt, return_keys=())
+        hq = self.stage1_targets(gt, return_keys=())
         terms = {}
         if self.losses["quant_feature_weight"]:
             w = float(self.losses["quant_feature_weight"])
