@@ -24,7 +24,7 @@ def dtype_of(module: nn.Module) -> torch.dtype:
 
 
 def to_dtype_of(x: Tensor, module: nn.Module) -> Tensor:
-    """``x`` in ``module`'s dtype: a no-op when they already match (in training without autocast, always)."""
+    """``x`` in ``module``'s dtype: a no-op when they already match (in training without autocast, always)."""
     dtype = dtype_of(module)
     return x if x.dtype == dtype else x.to(dtype)
 
