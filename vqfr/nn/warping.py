@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vqfr.nn.deform_conv import ModulatedDeformConv2d
-from vqfr.nn.layers import FreshSiLU, ResnetBlock, UpDownSample, conv1, conv3, group_norm
+from vqfr.nn.layers import FreshSiLU, NearestUpConv, ResnetBlock, UpDownSample, conv1, conv3, group_norm
 
 
 class TextureWarpingModule(nn.Module):
@@ -89,9 +89,7 @@ class MainDecoder(nn.Module):
             name = f"Level_{2**i}"
             coarser = chans[min(i + 1, last)]
             if i < last:
-                self.pre_upsample_dict[name] = nn.Sequential(
-                    nn.UpsamplingNearest2d(scale_factor=2), conv3(coarser, chans[i])
-                )
+                self.pre_upsample_dict[name] = NearestUpConv(coarser, chans[i])
             self.align_func_dict[name] = TextureWarpingModule(
                 channel=chans[i],
                 cond_channels=align_opt["cond_channels"],
