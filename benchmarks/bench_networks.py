@@ -357,7 +357,7 @@ def compare_published(args: argparse.Namespace) -> None:
     cases.update({(p, f): lambda p=p, f=f: infer(ours[p], x, f) for p, f, _ in PUBLISHED_ROWS})
     best = best_interleaved(cases, args.repeats)
     print(f"best of {args.repeats}, interleaved:")
-    print("| this tree | published (fp32) | this tree | speed-up | target |")
+    print("| case (this tree) | published (fp32) | this tree | speed-up | target |")
     print("|---|---|---|---|---|")
     for precision, fidelity, target in PUBLISHED_ROWS:
         old, new = best[("published", fidelity)], best[(precision, fidelity)]
@@ -376,6 +376,8 @@ def compiled_copy(base: torch.nn.Module, dtype: torch.dtype, scope: str) -> torc
     net = prepared(base, dtype)
     if scope == "whole":
         return torch.compile(net, dynamic=False)
+    # One compiled code object serves every block of a class; each map size is one more variant.
+    torch._dynamo.config.recompile_limit = 64
     main = net.main_branch
     parts = [net.encoder, net.decoder, *main.pre_upsample_dict.values(), *main.decoder_dict.values()]
     for align in main.align_func_dict.values():
